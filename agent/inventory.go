@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/roce-agent/roce-agent/gpu"
+	"github.com/roce-agent/roce-agent/nic"
+)
+
+// InventorySchema names the version of the inventory JSON contract
+// (docs/inventory.md).
+const InventorySchema = "roce-agent.inventory/v1"
+
+// Inventory is what the node has: GPUs, RDMA NICs, the PCIe affinity of
+// every GPU x NIC pair, the rails and what looks wrong. Its JSON form is a
+// public contract, documented in docs/inventory.md.
+type Inventory struct {
+	Schema    string         `json:"schema"`
+	Node      string         `json:"node"`
+	SysfsRoot string         `json:"sysfs_root"`
+	GPUSource string         `json:"gpu_source"`
+	NVML      gpu.NVMLStatus `json:"nvml"`
+	GPUs      []gpu.GPU      `json:"gpus"`
+	NICs      []nic.NIC      `json:"nics"`
+	Affinity  []gpu.Affinity `json:"affinity"`
+	Rails     []gpu.Rail     `json:"rails"`
+	NonRail   []gpu.NonRail  `json:"non_rail"`
+	Warnings  []string       `json:"warnings"`
+}
+
+// InventoryOptions says where to read the inventory from.
+type InventoryOptions struct {
+	Node string
+	FS   *nic.FS
+	// Lister names the RDMA devices; nil uses nic.NewLister(FS).
+	Lister nic.DeviceLister
+	// NVML is asked for GPUs when set; nil means a sysfs PCI scan only.
+	NVML nvml.Interface
+	Pins []gpu.RailPin
+}
+
+// DiscoverInventory reads the node inventory. Only a rail pin that names a
+// device the host does not have is an error; unreadable or malformed
+// attributes are warnings and the devices are still reported.
+func DiscoverInventory(opts InventoryOptions) (*Inventory, error) {
+	w := &nic.Warnings{}
+	lister := opts.Lister
+	if lister == nil {
+		lister = nic.NewLister(opts.FS)
+	}
+	nics, err := nic.Discover(opts.FS, lister, w)
+	if err != nil {
+		return nil, fmt.Errorf("discover rdma nics: %w", err)
+	}
+	gpus, err := gpu.Discover(opts.FS, opts.NVML, w)
+	if err != nil {
+		return nil, fmt.Errorf("discover gpus: %w", err)
+	}
+	netdevExists := func(name string) bool { return opts.FS.Exists(path.Join("/class/net", name)) }
+	rails, nonRail, err := gpu.AssignRails(gpus.GPUs, nics, opts.Pins, netdevExists)
+	if err != nil {
+		return nil, err
+	}
+	inv := &Inventory{
+		Schema:    InventorySchema,
+		Node:      opts.Node,
+		SysfsRoot: opts.FS.Root(),
+		GPUSource: gpus.Source,
+		NVML:      gpus.NVML,
+		GPUs:      nonNil(gpus.GPUs),
+		NICs:      nonNil(nics),
+		Affinity:  nonNil(gpu.AffinityMatrix(gpus.GPUs, nics)),
+		Rails:     nonNil(rails),
+		NonRail:   nonNil(nonRail),
+	}
+	inv.Warnings = nonNil(append(w.List(), inv.topologyWarnings()...))
+	return inv, nil
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// NIC returns the NIC with the given RDMA device name.
+func (inv *Inventory) NIC(rdmaDevice string) *nic.NIC {
+	for i := range inv.NICs {
+		if inv.NICs[i].RDMADevice == rdmaDevice {
+			return &inv.NICs[i]
+		}
+	}
+	return nil
+}
+
+// topologyWarnings checks the rails: affinity worse than PXB, degraded
+// PCIe links, ports not ACTIVE, and GPU and rail NIC counts that differ.
+// GPU links are checked for width only: GPUs lower their link speed when
+// idle to save power, which is not a fault.
+func (inv *Inventory) topologyWarnings() []string {
+	var out []string
+	for _, r := range inv.Rails {
+		name := railName(r)
+		if len(r.GPUs) > 0 && r.Level > gpu.LevelPXB {
+			out = append(out, fmt.Sprintf("rail-affinity: rail %d (%s) is %s from GPU %s; want PIX or PXB", r.Rail, name, r.Level, joinInts(r.GPUs)))
+		}
+		n := inv.NIC(r.RDMADevice)
+		if n == nil {
+			if r.RDMADevice == "" {
+				out = append(out, fmt.Sprintf("rail-no-rdma: rail %d (netdev %s) has no RDMA device; only the link engine can manage it", r.Rail, r.Netdev))
+			}
+			continue
+		}
+		if n.PCIe != nil && (n.PCIe.SpeedDegraded() || n.PCIe.WidthDegraded()) {
+			out = append(out, fmt.Sprintf("pcie-degraded: rail %d NIC %s (%s) trained at %.1f GT/s x%d, capable of %.1f GT/s x%d",
+				r.Rail, n.RDMADevice, n.PCI, n.PCIe.CurrentSpeed, n.PCIe.CurrentWidth, n.PCIe.MaxSpeed, n.PCIe.MaxWidth))
+		}
+		for _, p := range n.Ports() {
+			if !p.Active() {
+				state := p.State
+				if state == "" {
+					state = "unknown"
+				}
+				out = append(out, fmt.Sprintf("port-not-active: rail %d NIC %s port %d is %s (phys %s)", r.Rail, n.RDMADevice, p.Port, state, orDash(p.PhysState)))
+			}
+		}
+	}
+	for _, g := range inv.GPUs {
+		if g.PCIe != nil && g.PCIe.WidthDegraded() {
+			out = append(out, fmt.Sprintf("pcie-degraded: GPU %d (%s) trained at x%d, capable of x%d", g.Index, g.PCI, g.PCIe.CurrentWidth, g.PCIe.MaxWidth))
+		}
+	}
+	if msg := inv.countWarning(); msg != "" {
+		out = append(out, msg)
+	}
+	return out
+}
+
+// countWarning compares the GPU count with the rails GPUs got and with the
+// NICs local to a GPU (PXB or closer).
+func (inv *Inventory) countWarning() string {
+	gpuRails := 0
+	for _, r := range inv.Rails {
+		if len(r.GPUs) > 0 {
+			gpuRails++
+		}
+	}
+	local := map[string]bool{}
+	for _, a := range inv.Affinity {
+		if a.Level <= gpu.LevelPXB {
+			local[a.RDMADevice] = true
+		}
+	}
+	g := len(inv.GPUs)
+	switch {
+	case g == 0 && len(inv.NICs) == 0:
+		return ""
+	case g == 0:
+		return fmt.Sprintf("gpu-nic-count: no GPUs but %d RDMA NICs; rails come only from rails[] in the config", len(inv.NICs))
+	case gpuRails < g:
+		return fmt.Sprintf("gpu-nic-count: %d GPUs but %d rail NICs; GPUs share rails", g, gpuRails)
+	case len(local) != g:
+		return fmt.Sprintf("gpu-nic-count: %d GPUs but %d RDMA NICs within PXB of a GPU", g, len(local))
+	}
+	return ""
+}
+
+func railName(r gpu.Rail) string {
+	if r.RDMADevice != "" {
+		return r.RDMADevice
+	}
+	return r.Netdev
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// sortedLevels lists the levels present, for the table legend.
+func sortedLevels(aff []gpu.Affinity) []gpu.Level {
+	seen := map[gpu.Level]bool{}
+	for _, a := range aff {
+		seen[a.Level] = true
+	}
+	var out []gpu.Level
+	for l := range seen {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

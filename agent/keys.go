@@ -1,0 +1,55 @@
+package agent
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+)
+
+// UnknownKeys returns the keys of a decoded config document (as viper's
+// AllSettings gives it) that Config does not have, in dotted form with list
+// positions ("rails[0].ipv4"), sorted.
+func UnknownKeys(doc map[string]any) []string {
+	var out []string
+	walkKeys(reflect.TypeOf(Config{}), doc, "", &out)
+	sort.Strings(out)
+	return out
+}
+
+func walkKeys(t reflect.Type, doc map[string]any, prefix string, out *[]string) {
+	fields := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields[tag] = f.Type
+	}
+	for key, val := range doc {
+		name := prefix + key
+		ft, ok := fields[strings.ToLower(key)]
+		if !ok {
+			*out = append(*out, name)
+			continue
+		}
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft.Kind() == reflect.Struct:
+			if m, ok := val.(map[string]any); ok {
+				walkKeys(ft, m, name+".", out)
+			}
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			if list, ok := val.([]any); ok {
+				for i, item := range list {
+					if m, ok := item.(map[string]any); ok {
+						walkKeys(ft.Elem(), m, fmt.Sprintf("%s[%d].", name, i), out)
+					}
+				}
+			}
+		}
+	}
+}

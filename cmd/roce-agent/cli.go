@@ -1,0 +1,234 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/roce-agent/roce-agent/agent"
+	"github.com/roce-agent/roce-agent/nic"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(env *cliEnv) error
+}
+
+var commands = []command{
+	{"inventory", "print GPUs, RDMA NICs, their PCIe affinity and the rails", runInventory},
+	{"version", "print the version", runVersion},
+}
+
+// cliEnv is what a subcommand gets: the loaded config and where to write.
+type cliEnv struct {
+	cfg    agent.Config
+	output string
+	stdout io.Writer
+	log    *slog.Logger
+	// nvml is used when the inventory reads the live /sys.
+	nvml func() nvml.Interface
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	code, err := runE(args, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "roce-agent: %v\n", err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(stderr, "run 'roce-agent --help' for usage")
+			return exitUsage
+		}
+	}
+	return code
+}
+
+func newFlagSet(stderr io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("roce-agent", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("config", "", "YAML config file (keys in docs/config.md)")
+	fs.String("sysfs-root", nic.DefaultRoot, "sysfs tree to read (a host mount or a fixture tree)")
+	fs.StringP("output", "o", "table", "output format: table or json")
+	fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.String("log-format", "text", "log format: text or json")
+	fs.BoolP("help", "h", false, "show this help")
+	fs.SortFlags = false
+	fs.Usage = func() {}
+	return fs
+}
+
+func usage(w io.Writer, fs *pflag.FlagSet) {
+	fmt.Fprintf(w, "Usage: roce-agent [flags] <command>\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nFlags:\n%s", fs.FlagUsages())
+	fmt.Fprintf(w, "\nEvery config key can also be set as ROCE_AGENT_<KEY> (dots become underscores).\n")
+}
+
+func runE(args []string, stdout, stderr io.Writer) (int, error) {
+	fs := newFlagSet(stderr)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage, &usageError{err.Error()}
+	}
+	if help, _ := fs.GetBool("help"); help {
+		usage(stdout, fs)
+		return exitOK, nil
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		usage(stderr, fs)
+		return exitUsage, &usageError{"no command given"}
+	}
+	var cmd *command
+	for i := range commands {
+		if commands[i].name == rest[0] {
+			cmd = &commands[i]
+		}
+	}
+	if cmd == nil {
+		names := make([]string, len(commands))
+		for i, c := range commands {
+			names[i] = c.name
+		}
+		return exitUsage, &usageError{fmt.Sprintf("unknown command %q (commands: %s)", rest[0], strings.Join(names, ", "))}
+	}
+	if len(rest) > 1 {
+		return exitUsage, &usageError{fmt.Sprintf("%s: unexpected argument %q", cmd.name, rest[1])}
+	}
+	output, _ := fs.GetString("output")
+	if output != "table" && output != "json" {
+		return exitUsage, &usageError{fmt.Sprintf("--output: %q is not one of table, json", output)}
+	}
+	cfg, err := loadConfig(fs)
+	if err != nil {
+		return exitError, err
+	}
+	logger, err := newLogger(stderr, cfg.Log)
+	if err != nil {
+		return exitError, err
+	}
+	env := &cliEnv{cfg: cfg, output: output, stdout: stdout, log: logger, nvml: func() nvml.Interface { return nvml.New() }}
+	if err := cmd.run(env); err != nil {
+		return exitError, err
+	}
+	return exitOK, nil
+}
+
+// loadConfig merges defaults, the config file, ROCE_AGENT_* env and flags
+// (later wins), rejects unknown keys and validates the result.
+func loadConfig(fs *pflag.FlagSet) (agent.Config, error) {
+	def := agent.DefaultConfig()
+	v := viper.New()
+	v.SetEnvPrefix("ROCE_AGENT")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	v.SetDefault("node.name", def.Node.Name)
+	v.SetDefault("sysfs_root", def.SysfsRoot)
+	v.SetDefault("log.level", def.Log.Level)
+	v.SetDefault("log.format", def.Log.Format)
+	for key, flag := range map[string]string{"sysfs_root": "sysfs-root", "log.level": "log-level", "log.format": "log-format"} {
+		if err := v.BindPFlag(key, fs.Lookup(flag)); err != nil {
+			return def, fmt.Errorf("bind flag %s: %w", flag, err)
+		}
+	}
+	if path, _ := fs.GetString("config"); path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return def, fmt.Errorf("config %s: %w", path, err)
+		}
+		file := viper.New()
+		file.SetConfigFile(path)
+		file.SetConfigType("yaml")
+		if err := file.ReadInConfig(); err != nil {
+			return def, fmt.Errorf("config %s: %w", path, err)
+		}
+		if unknown := agent.UnknownKeys(file.AllSettings()); len(unknown) > 0 {
+			return def, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(unknown, ", "))
+		}
+	}
+	var cfg agent.Config
+	if err := v.UnmarshalExact(&cfg); err != nil {
+		return def, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("invalid config:\n%w", err)
+	}
+	if cfg.Node.Name == "" {
+		if h, err := os.Hostname(); err == nil {
+			cfg.Node.Name = h
+		}
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, c agent.LogConfig) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+func runInventory(env *cliEnv) error {
+	sysfs, err := nic.NewFS(env.cfg.SysfsRoot)
+	if err != nil {
+		return err
+	}
+	opts := agent.InventoryOptions{Node: env.cfg.Node.Name, FS: sysfs, Pins: env.cfg.Pins()}
+	if sysfs.IsHost() {
+		opts.NVML = env.nvml()
+	}
+	inv, err := agent.DiscoverInventory(opts)
+	if err != nil {
+		return err
+	}
+	env.log.Debug("inventory read", "sysfs_root", sysfs.Root(), "gpus", len(inv.GPUs), "nics", len(inv.NICs), "rails", len(inv.Rails), "warnings", len(inv.Warnings))
+	if env.output == "json" {
+		return inv.WriteJSON(env.stdout)
+	}
+	return inv.WriteTable(env.stdout)
+}
+
+func runVersion(env *cliEnv) error {
+	info := versionInfo()
+	if env.output == "json" {
+		return writeJSON(env.stdout, info)
+	}
+	keys := make([]string, 0, len(info))
+	for k := range info {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(env.stdout, "roce-agent %s\n", info["version"])
+	for _, k := range keys {
+		if k != "version" {
+			fmt.Fprintf(env.stdout, "  %s: %s\n", k, info[k])
+		}
+	}
+	return nil
+}
