@@ -136,39 +136,40 @@ func (inv *Inventory) topologyWarnings() []string {
 			out = append(out, fmt.Sprintf("pcie-degraded: GPU %d (%s) trained at x%d, capable of x%d", g.Index, g.PCI, g.PCIe.CurrentWidth, g.PCIe.MaxWidth))
 		}
 	}
-	if msg := inv.countWarning(); msg != "" {
-		out = append(out, msg)
-	}
-	return out
+	return append(out, inv.countWarnings()...)
 }
 
-// countWarning compares the GPU count with the rails GPUs got and with the
-// NICs local to a GPU (PXB or closer).
-func (inv *Inventory) countWarning() string {
+// countWarnings compares the GPU count with the rails GPUs got (fewer NICs
+// than GPUs means GPUs share rails) and flags non-rail NICs that share a
+// PCIe switch with a GPU: the sign of a GPU that is missing, or of a second
+// NIC per GPU that no rail uses.
+func (inv *Inventory) countWarnings() []string {
+	g := len(inv.GPUs)
+	if g == 0 {
+		if len(inv.NICs) == 0 {
+			return nil
+		}
+		return []string{fmt.Sprintf("gpu-nic-count: no GPUs but %d RDMA NICs; rails come only from rails[] in the config", len(inv.NICs))}
+	}
+	var out []string
 	gpuRails := 0
 	for _, r := range inv.Rails {
 		if len(r.GPUs) > 0 {
 			gpuRails++
 		}
 	}
-	local := map[string]bool{}
-	for _, a := range inv.Affinity {
-		if a.Level <= gpu.LevelPXB {
-			local[a.RDMADevice] = true
+	if gpuRails < g {
+		out = append(out, fmt.Sprintf("gpu-nic-count: %d GPUs but %d rail NICs; GPUs share rails", g, gpuRails))
+	}
+	for _, n := range inv.NonRail {
+		for _, a := range inv.Affinity {
+			if a.RDMADevice == n.RDMADevice && a.Level == gpu.LevelPIX {
+				out = append(out, fmt.Sprintf("gpu-nic-count: %d GPUs and %d rails, but non-rail NIC %s shares a PCIe switch with GPU %d", g, len(inv.Rails), n.RDMADevice, a.GPU))
+				break
+			}
 		}
 	}
-	g := len(inv.GPUs)
-	switch {
-	case g == 0 && len(inv.NICs) == 0:
-		return ""
-	case g == 0:
-		return fmt.Sprintf("gpu-nic-count: no GPUs but %d RDMA NICs; rails come only from rails[] in the config", len(inv.NICs))
-	case gpuRails < g:
-		return fmt.Sprintf("gpu-nic-count: %d GPUs but %d rail NICs; GPUs share rails", g, gpuRails)
-	case len(local) != g:
-		return fmt.Sprintf("gpu-nic-count: %d GPUs but %d RDMA NICs within PXB of a GPU", g, len(local))
-	}
-	return ""
+	return out
 }
 
 func railName(r gpu.Rail) string {
