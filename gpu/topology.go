@@ -14,11 +14,11 @@ type Level int
 // The legend, closest first. LevelUnknown is for a pair where one side has
 // no PCI function (soft-RoCE on a virtual netdev) or is not in sysfs.
 const (
-	LevelPIX     Level = iota // traverses at most a single PCIe switch
-	LevelPXB                  // traverses multiple PCIe switches, no host bridge
-	LevelPHB                  // traverses a PCIe host bridge (the CPU)
-	LevelNODE                 // traverses host bridges within one NUMA node
-	LevelSYS                  // traverses the SMP interconnect between NUMA nodes
+	LevelPIX  Level = iota // traverses at most a single PCIe switch
+	LevelPXB               // traverses multiple PCIe switches, no host bridge
+	LevelPHB               // traverses a PCIe host bridge (the CPU)
+	LevelNODE              // traverses host bridges within one NUMA node
+	LevelSYS               // traverses the SMP interconnect between NUMA nodes
 	LevelUnknown
 )
 

@@ -42,7 +42,7 @@ func ParseRate(s string) (float64, error) {
 		return 0, fmt.Errorf("want \"<n> Gb/sec (<width>X<speed>)\", got %q", s)
 	}
 	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || v < 0 || v != v {
+	if err != nil || v < 0 || v != v || v > 1e6 {
 		return 0, fmt.Errorf("bad rate %q", num)
 	}
 	return v, nil

@@ -116,7 +116,9 @@ func (s *FS) ReadDir(p string) ([]string, error) {
 // directory; absolute targets are taken as sysfs-absolute when they start
 // with /sys or with the tree's own root. ".." never climbs above the root.
 func (s *FS) Realpath(p string) (string, error) {
-	pending := strings.Split(strings.TrimPrefix(clean(p), "/"), "/")
+	// Split without cleaning: ".." must apply after the symlink before it
+	// is resolved, as in NCCL's /class/pci_bus/<bus>/../../<bdf>.
+	pending := strings.Split(filepath.ToSlash(p), "/")
 	resolved := "/"
 	hops := 0
 	for len(pending) > 0 {
