@@ -197,7 +197,8 @@ func (e *PinError) Error() string {
 
 // AssignRails maps GPUs to NICs. Each GPU, in index order, takes its
 // closest free NIC (ties: lowest PCI address); once every candidate NIC is
-// taken, further GPUs join the rail of their closest NIC. Pinned NICs are
+// taken, further GPUs join the rail of their closest NIC (ties: the rail
+// with fewer GPUs, then the lowest PCI address). Pinned NICs are
 // candidates like any other, keep their pinned rail number, and are rails
 // even when no GPU chooses them; unpinned rails are numbered in the order
 // GPUs chose them, skipping pinned numbers. NICs whose link layer is
@@ -264,19 +265,31 @@ func AssignRails(gpus []GPU, nics []nic.NIC, pins []RailPin, netdevExists func(s
 		paths[k] = p
 		return p
 	}
-	closest := func(g int, pool []int) int {
+	taken := map[int]bool{}
+	var order []int            // nic indexes in the order GPUs took them
+	members := map[int][]int{} // nic index -> GPU indexes
+	// closest picks the NIC nearest to GPU g. When GPUs must share rails,
+	// equally near rails are balanced: the one with fewer GPUs wins.
+	closest := func(g int, pool []int, sharing bool) int {
 		best := -1
 		for _, n := range pool {
-			if best < 0 || closer(pathOf(g, n).Level, nics[n], pathOf(g, best).Level, nics[best]) {
+			if best < 0 {
+				best = n
+				continue
+			}
+			ln, lb := pathOf(g, n).Level, pathOf(g, best).Level
+			if sharing && ln == lb && len(members[n]) != len(members[best]) {
+				if len(members[n]) < len(members[best]) {
+					best = n
+				}
+				continue
+			}
+			if closer(ln, nics[n], lb, nics[best]) {
 				best = n
 			}
 		}
 		return best
 	}
-
-	taken := map[int]bool{}
-	var order []int            // nic indexes in the order GPUs took them
-	members := map[int][]int{} // nic index -> GPU indexes
 	for g := range gpus {
 		var free []int
 		for _, n := range candidates {
@@ -284,11 +297,11 @@ func AssignRails(gpus []GPU, nics []nic.NIC, pins []RailPin, netdevExists func(s
 				free = append(free, n)
 			}
 		}
-		pool := free
+		pool, sharing := free, false
 		if len(pool) == 0 {
-			pool = order
+			pool, sharing = order, true
 		}
-		n := closest(g, pool)
+		n := closest(g, pool, sharing)
 		if n < 0 {
 			continue
 		}

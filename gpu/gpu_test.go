@@ -1,0 +1,184 @@
+package gpu
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+
+	"github.com/roce-agent/roce-agent/nic"
+)
+
+// dgxBusIDs are the GPU bus IDs of the dgx-h100 fixture as NVML prints
+// them ("%08X:%02X:%02X.0").
+var dgxBusIDs = []string{"00000000:1A:00.0", "00000000:3C:00.0", "00000000:4D:00.0", "00000000:5E:00.0",
+	"00000000:9A:00.0", "00000000:BC:00.0", "00000000:CD:00.0", "00000000:DE:00.0"}
+
+func fixtureFS(t *testing.T, host string) *nic.FS {
+	t.Helper()
+	s, err := nic.NewFS(filepath.Join("..", "testdata", "sysfs", host, "sys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func busID(s string) [32]int8 {
+	var b [32]int8
+	for i := range s {
+		b[i] = int8(s[i])
+	}
+	return b
+}
+
+// fakeNVML is an NVML with the given GPUs; numaRet is what GetNumaNodeId
+// answers.
+func fakeNVML(ids []string, numaRet nvml.Return) *mock.Interface {
+	devices := make([]nvml.Device, len(ids))
+	for i, id := range ids {
+		devices[i] = &mock.Device{
+			GetUUIDFunc:       func() (string, nvml.Return) { return fmt.Sprintf("GPU-0000000%d-aaaa-bbbb-cccc-dddddddddddd", i), nvml.SUCCESS },
+			GetNameFunc:       func() (string, nvml.Return) { return "NVIDIA H100 80GB HBM3", nvml.SUCCESS },
+			GetPciInfoFunc:    func() (nvml.PciInfo, nvml.Return) { return nvml.PciInfo{BusId: busID(id)}, nvml.SUCCESS },
+			GetNumaNodeIdFunc: func() (int, nvml.Return) { return i / 4, numaRet },
+		}
+	}
+	return &mock.Interface{
+		InitFunc:                   func() nvml.Return { return nvml.SUCCESS },
+		ShutdownFunc:               func() nvml.Return { return nvml.SUCCESS },
+		SystemGetDriverVersionFunc: func() (string, nvml.Return) { return "570.124.06", nvml.SUCCESS },
+		DeviceGetCountFunc:         func() (int, nvml.Return) { return len(devices), nvml.SUCCESS },
+		DeviceGetHandleByIndexFunc: func(i int) (nvml.Device, nvml.Return) { return devices[i], nvml.SUCCESS },
+	}
+}
+
+func TestDiscoverNVML(t *testing.T) {
+	for _, numaRet := range []nvml.Return{nvml.SUCCESS, nvml.ERROR_NOT_SUPPORTED} {
+		t.Run(numaRet.Error(), func(t *testing.T) {
+			lib := fakeNVML(dgxBusIDs, numaRet)
+			w := &nic.Warnings{}
+			res, err := Discover(fixtureFS(t, "dgx-h100"), lib, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Source != SourceNVML || !res.NVML.Available || res.NVML.DriverVersion != "570.124.06" {
+				t.Errorf("result = %+v", res)
+			}
+			if len(res.GPUs) != 8 || len(w.List()) != 0 {
+				t.Fatalf("GPUs %d, warnings %v", len(res.GPUs), w.List())
+			}
+			g := res.GPUs[5]
+			if g.Index != 5 || g.PCI != "0000:bc:00.0" || g.UUID != "GPU-00000005-aaaa-bbbb-cccc-dddddddddddd" || g.Model != "NVIDIA H100 80GB HBM3" || g.NUMA != 1 || g.Source != SourceNVML {
+				t.Errorf("GPU 5 = %+v", g)
+			}
+			if g.Device == nil || !strings.HasPrefix(g.Device.Path, "/devices/pci0000:b7/") {
+				t.Errorf("GPU 5 not tied to its sysfs device: %+v", g.Device)
+			}
+			if len(lib.ShutdownCalls()) != 1 {
+				t.Errorf("Shutdown called %d times", len(lib.ShutdownCalls()))
+			}
+		})
+	}
+}
+
+func TestDiscoverNVMLFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lib  nvml.Interface
+		want string
+	}{
+		{"library not found", &mock.Interface{InitFunc: func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }},
+			"nvml-unavailable: nvml init: ERROR_LIBRARY_NOT_FOUND"},
+		{"driver not loaded", &mock.Interface{InitFunc: func() nvml.Return { return nvml.ERROR_DRIVER_NOT_LOADED }},
+			"nvml-unavailable: nvml init: ERROR_DRIVER_NOT_LOADED"},
+		{"device count fails", &mock.Interface{
+			InitFunc:                   func() nvml.Return { return nvml.SUCCESS },
+			ShutdownFunc:               func() nvml.Return { return nvml.SUCCESS },
+			SystemGetDriverVersionFunc: func() (string, nvml.Return) { return "", nvml.ERROR_UNKNOWN },
+			DeviceGetCountFunc:         func() (int, nvml.Return) { return 0, nvml.ERROR_UNKNOWN },
+		}, "nvml-unavailable: nvml device count: ERROR_UNKNOWN"},
+		{"not queried", nil, "nvml-unavailable: not queried for a sysfs tree"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &nic.Warnings{}
+			res, err := Discover(fixtureFS(t, "dgx-h100"), tc.lib, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Source != SourceSysfs || res.NVML.Available || res.NVML.Queried != (tc.lib != nil) {
+				t.Errorf("result = %+v", res)
+			}
+			// Four NVSwitches are NVIDIA functions too; only the 8 GPUs count.
+			if len(res.GPUs) != 8 {
+				t.Fatalf("fallback found %d GPUs, want 8", len(res.GPUs))
+			}
+			g := res.GPUs[3]
+			if g.Index != 3 || g.PCI != "0000:5e:00.0" || g.NUMA != 0 || g.Source != SourceSysfs || g.Model != "NVIDIA H100 80GB HBM3" || g.UUID != "" {
+				t.Errorf("GPU 3 = %+v", g)
+			}
+			if len(w.List()) != 1 || !strings.HasPrefix(w.List()[0], tc.want) {
+				t.Errorf("warnings = %q, want one starting %q", w.List(), tc.want)
+			}
+		})
+	}
+}
+
+func TestDiscoverNVMLMissesAGPU(t *testing.T) {
+	w := &nic.Warnings{}
+	res, err := Discover(fixtureFS(t, "dgx-h100"), fakeNVML(dgxBusIDs[:7], nvml.SUCCESS), w)
+	if err != nil || len(res.GPUs) != 7 {
+		t.Fatalf("%v %d", err, len(res.GPUs))
+	}
+	want := "gpu-missing: sysfs shows an NVIDIA GPU at 0000:de:00.0 that NVML does not report"
+	if strings.Join(w.List(), "|") != want {
+		t.Errorf("warnings = %q, want %q", w.List(), want)
+	}
+}
+
+func TestDiscoverNoGPUs(t *testing.T) {
+	w := &nic.Warnings{}
+	res, err := Discover(fixtureFS(t, "soft-roce"), nil, w)
+	if err != nil || len(res.GPUs) != 0 || len(w.List()) != 0 {
+		t.Errorf("soft-roce host: %+v %v %v", res, err, w.List())
+	}
+}
+
+func TestNormalizeBusID(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"00000000:9B:00.0", "0000:9b:00.0"},
+		{"0000:9b:00.0", "0000:9b:00.0"},
+		{"00000001:1A:1F.7", "0001:1a:1f.7"},
+		{"00010000:01:00.0", "10000:01:00.0"},
+	} {
+		if got, err := NormalizeBusID(tc.in); err != nil || got != tc.want {
+			t.Errorf("NormalizeBusID(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "9B:00.0", "00000000:9B:00", "0000:zz:00.0", "0000:9b:20.0", "0000:9b:00.8"} {
+		if _, err := NormalizeBusID(bad); err == nil {
+			t.Errorf("NormalizeBusID(%q): want error", bad)
+		}
+	}
+	// NVML's numeric fields, when BusId is empty.
+	if got := busIDString(nvml.PciInfo{Domain: 0, Bus: 0x9b, Device: 0}); got != "00000000:9B:00.0" {
+		t.Errorf("busIDString = %q", got)
+	}
+}
+
+func FuzzNormalizeBusID(f *testing.F) {
+	for _, s := range []string{"00000000:9B:00.0", "0000:9b:00.0", "1:2:3.4", "::."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := NormalizeBusID(s)
+		if err != nil {
+			return
+		}
+		if !nic.IsPCIAddress(got) {
+			t.Fatalf("NormalizeBusID(%q) = %q, not a sysfs PCI address", s, got)
+		}
+	})
+}
