@@ -146,10 +146,10 @@ func (inv *Inventory) topologyWarnings() []string {
 func (inv *Inventory) countWarnings() []string {
 	g := len(inv.GPUs)
 	if g == 0 {
-		if len(inv.NICs) == 0 {
+		if len(inv.NonRail) == 0 {
 			return nil
 		}
-		return []string{fmt.Sprintf("gpu-nic-count: no GPUs but %d RDMA NICs; rails come only from rails[] in the config", len(inv.NICs))}
+		return []string{fmt.Sprintf("gpu-nic-count: no GPUs but %d RDMA NICs that are not rails; rails come only from rails[] in the config", len(inv.NonRail))}
 	}
 	var out []string
 	gpuRails := 0

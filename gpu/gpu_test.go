@@ -1,7 +1,6 @@
 package gpu
 
 import (
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,13 +8,9 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 
+	"github.com/roce-agent/roce-agent/gpu/gputest"
 	"github.com/roce-agent/roce-agent/nic"
 )
-
-// dgxBusIDs are the GPU bus IDs of the dgx-h100 fixture as NVML prints
-// them ("%08X:%02X:%02X.0").
-var dgxBusIDs = []string{"00000000:1A:00.0", "00000000:3C:00.0", "00000000:4D:00.0", "00000000:5E:00.0",
-	"00000000:9A:00.0", "00000000:BC:00.0", "00000000:CD:00.0", "00000000:DE:00.0"}
 
 func fixtureFS(t *testing.T, host string) *nic.FS {
 	t.Helper()
@@ -26,39 +21,17 @@ func fixtureFS(t *testing.T, host string) *nic.FS {
 	return s
 }
 
-func busID(s string) [32]int8 {
-	var b [32]int8
-	for i := range s {
-		b[i] = int8(s[i])
-	}
-	return b
-}
-
-// fakeNVML is an NVML with the given GPUs; numaRet is what GetNumaNodeId
-// answers.
-func fakeNVML(ids []string, numaRet nvml.Return) *mock.Interface {
-	devices := make([]nvml.Device, len(ids))
-	for i, id := range ids {
-		devices[i] = &mock.Device{
-			GetUUIDFunc:       func() (string, nvml.Return) { return fmt.Sprintf("GPU-0000000%d-aaaa-bbbb-cccc-dddddddddddd", i), nvml.SUCCESS },
-			GetNameFunc:       func() (string, nvml.Return) { return "NVIDIA H100 80GB HBM3", nvml.SUCCESS },
-			GetPciInfoFunc:    func() (nvml.PciInfo, nvml.Return) { return nvml.PciInfo{BusId: busID(id)}, nvml.SUCCESS },
-			GetNumaNodeIdFunc: func() (int, nvml.Return) { return i / 4, numaRet },
-		}
-	}
-	return &mock.Interface{
-		InitFunc:                   func() nvml.Return { return nvml.SUCCESS },
-		ShutdownFunc:               func() nvml.Return { return nvml.SUCCESS },
-		SystemGetDriverVersionFunc: func() (string, nvml.Return) { return "570.124.06", nvml.SUCCESS },
-		DeviceGetCountFunc:         func() (int, nvml.Return) { return len(devices), nvml.SUCCESS },
-		DeviceGetHandleByIndexFunc: func(i int) (nvml.Device, nvml.Return) { return devices[i], nvml.SUCCESS },
-	}
-}
-
 func TestDiscoverNVML(t *testing.T) {
 	for _, numaRet := range []nvml.Return{nvml.SUCCESS, nvml.ERROR_NOT_SUPPORTED} {
 		t.Run(numaRet.Error(), func(t *testing.T) {
-			lib := fakeNVML(dgxBusIDs, numaRet)
+			lib := gputest.DGXH100()
+			if numaRet != nvml.SUCCESS {
+				// NUMA then comes from sysfs numa_node.
+				for i := 0; i < 8; i++ {
+					d, _ := lib.DeviceGetHandleByIndex(i)
+					d.(*mock.Device).GetNumaNodeIdFunc = func() (int, nvml.Return) { return -1, numaRet }
+				}
+			}
 			w := &nic.Warnings{}
 			res, err := Discover(fixtureFS(t, "dgx-h100"), lib, w)
 			if err != nil {
@@ -71,7 +44,7 @@ func TestDiscoverNVML(t *testing.T) {
 				t.Fatalf("GPUs %d, warnings %v", len(res.GPUs), w.List())
 			}
 			g := res.GPUs[5]
-			if g.Index != 5 || g.PCI != "0000:bc:00.0" || g.UUID != "GPU-00000005-aaaa-bbbb-cccc-dddddddddddd" || g.Model != "NVIDIA H100 80GB HBM3" || g.NUMA != 1 || g.Source != SourceNVML {
+			if g.Index != 5 || g.PCI != "0000:bc:00.0" || g.UUID != "GPU-5f607182-7f3e-4c59-9b0e-5d2a1c0e8f61" || g.Model != "NVIDIA H100 80GB HBM3" || g.NUMA != 1 || g.Source != SourceNVML {
 				t.Errorf("GPU 5 = %+v", g)
 			}
 			if g.Device == nil || !strings.HasPrefix(g.Device.Path, "/devices/pci0000:b7/") {
@@ -90,9 +63,9 @@ func TestDiscoverNVMLFailures(t *testing.T) {
 		lib  nvml.Interface
 		want string
 	}{
-		{"library not found", &mock.Interface{InitFunc: func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND }},
+		{"library not found", gputest.Failing(nvml.ERROR_LIBRARY_NOT_FOUND),
 			"nvml-unavailable: nvml init: ERROR_LIBRARY_NOT_FOUND"},
-		{"driver not loaded", &mock.Interface{InitFunc: func() nvml.Return { return nvml.ERROR_DRIVER_NOT_LOADED }},
+		{"driver not loaded", gputest.Failing(nvml.ERROR_DRIVER_NOT_LOADED),
 			"nvml-unavailable: nvml init: ERROR_DRIVER_NOT_LOADED"},
 		{"device count fails", &mock.Interface{
 			InitFunc:                   func() nvml.Return { return nvml.SUCCESS },
@@ -128,7 +101,7 @@ func TestDiscoverNVMLFailures(t *testing.T) {
 
 func TestDiscoverNVMLMissesAGPU(t *testing.T) {
 	w := &nic.Warnings{}
-	res, err := Discover(fixtureFS(t, "dgx-h100"), fakeNVML(dgxBusIDs[:7], nvml.SUCCESS), w)
+	res, err := Discover(fixtureFS(t, "dgx-h100"), gputest.DGXH100Missing(), w)
 	if err != nil || len(res.GPUs) != 7 {
 		t.Fatalf("%v %d", err, len(res.GPUs))
 	}
