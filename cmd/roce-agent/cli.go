@@ -169,7 +169,9 @@ func loadConfig(fs *pflag.FlagSet) (agent.Config, error) {
 	}
 	var cfg agent.Config
 	if err := v.UnmarshalExact(&cfg); err != nil {
-		return def, fmt.Errorf("config: %w", err)
+		// mapstructure prefixes a generic line; the rest names the field.
+		msg := strings.TrimSpace(strings.TrimPrefix(err.Error(), "decoding failed due to the following error(s):"))
+		return def, fmt.Errorf("config: %s", msg)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("invalid config:\n%w", err)

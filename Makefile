@@ -1,0 +1,57 @@
+# roce-agent build, test and lint. `make help` lists the targets.
+
+GO          ?= go
+GOBIN       := $(shell $(GO) env GOPATH)/bin
+STATICCHECK := $(GOBIN)/staticcheck
+STATICCHECK_VERSION := v0.8.2
+FUZZTIME    ?= 3s
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+EXAMPLE     ?= dgx-h100
+
+# go-nvml is cgo; its header marks many calls deprecated, which is noise.
+export CGO_ENABLED := 1
+export CGO_CFLAGS  := -Wno-deprecated-declarations
+
+.PHONY: help build run test test-unit fuzz lint tools golden clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/roce-agent
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/roce-agent ./cmd/roce-agent
+
+run: build ## show the inventory of a built-in example server (EXAMPLE=dgx-h100|mixed-vendor|soft-roce|empty)
+	./bin/roce-agent inventory --sysfs-root testdata/sysfs/$(EXAMPLE)/sys
+
+test: test-unit fuzz ## every test tier that runs here, then a short fuzz of every parser
+
+test-unit: ## go test -race over all packages (root-only tests skip with a message when not root)
+	$(GO) test -race -count=1 ./...
+
+fuzz: ## run each fuzz target for FUZZTIME (default 3s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+lint: $(STATICCHECK) ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+tools: $(STATICCHECK) ## install the lint tools
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+golden: ## rewrite fixture trees and golden files after an intended change
+	$(GO) test ./nic/sysfstest -update
+	$(GO) test ./agent -update
+
+clean:
+	rm -rf bin dist
