@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -154,4 +155,26 @@ func FuzzNormalizeBusID(f *testing.F) {
 			t.Fatalf("NormalizeBusID(%q) = %q, not a sysfs PCI address", s, got)
 		}
 	})
+}
+
+// A tree with only /devices (no /bus/pci/devices, no /class/pci_bus) still
+// yields its GPUs and their PCI paths.
+func TestSysfsScanWithoutBusLinks(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join("..", "testdata", "sysfs", "dgx-h100", "sys"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"bus", "class/pci_bus"} {
+		if err := os.RemoveAll(filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := nic.NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Discover(s, nil, &nic.Warnings{})
+	if err != nil || len(res.GPUs) != 8 || res.GPUs[7].PCI != "0000:de:00.0" || res.GPUs[7].Device == nil || res.GPUs[7].NUMA != 1 {
+		t.Fatalf("%+v %v", res.GPUs, err)
+	}
 }

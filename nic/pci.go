@@ -152,6 +152,9 @@ func (s *FS) ResolvePCIDevice(bdf string) (string, error) {
 			return cand, nil
 		}
 	}
+	if p, ok := s.walkPCI()[bdf]; ok {
+		return p, nil
+	}
 	return "", fmt.Errorf("pci device %s: %w", bdf, err)
 }
 
@@ -203,36 +206,43 @@ func (s *FS) PCIAddresses() ([]string, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("list pci devices: %w", err)
 	}
-	seen := map[string]bool{}
-	tops, err := s.ReadDir("/devices")
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("list pci devices: %w", err)
-	}
-	var walk func(dir string, depth int)
-	walk = func(dir string, depth int) {
-		if depth > 16 {
-			return
-		}
-		names, _ := s.ReadDir(dir)
-		for _, n := range names {
-			if IsPCIAddress(n) {
-				seen[n] = true
-				walk(path.Join(dir, n), depth+1)
-			}
-		}
-	}
-	for _, t := range tops {
-		if strings.HasPrefix(t, "pci") {
-			walk(path.Join("/devices", t), 0)
-		}
-	}
+	seen := s.walkPCI()
 	out := make([]string, 0, len(seen))
 	for n := range seen {
 		out = append(out, n)
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// walkPCI finds every PCI function below /devices/pci*, for trees without
+// /bus/pci/devices and /class/pci_bus. The walk is done once per FS.
+func (s *FS) walkPCI() map[string]string {
+	s.pciOnce.Do(func() {
+		s.pciPaths = map[string]string{}
+		tops, err := s.ReadDir("/devices")
+		if err != nil {
+			return
+		}
+		var walk func(dir string, depth int)
+		walk = func(dir string, depth int) {
+			if depth > 16 {
+				return
+			}
+			names, _ := s.ReadDir(dir)
+			for _, n := range names {
+				if IsPCIAddress(n) {
+					p := path.Join(dir, n)
+					s.pciPaths[n] = p
+					walk(p, depth+1)
+				}
+			}
+		}
+		for _, t := range tops {
+			if strings.HasPrefix(t, "pci") {
+				walk(path.Join("/devices", t), 0)
+			}
+		}
+	})
+	return s.pciPaths
 }

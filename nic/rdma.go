@@ -134,6 +134,15 @@ func (s *FS) readNIC(name string, w *Warnings) NIC {
 		n.Netdev = parent
 		n.Driver = softDriver(s, dev, w)
 	}
+	if devicePath == "" && !n.Software {
+		// No device link: the device directory itself sits below its
+		// parent, /devices/.../0000:1b:00.0/infiniband/mlx5_0.
+		if self, err := s.Realpath(dev); err == nil && path.Base(path.Dir(self)) == "infiniband" {
+			if _, chain := SplitPCIPath(self); len(chain) > 0 {
+				devicePath = path.Dir(path.Dir(self))
+			}
+		}
+	}
 
 	n.Firmware, _ = s.attr(path.Join(dev, "fw_ver"), false, w)
 	n.NodeGUID, _ = parsed(s, path.Join(dev, "node_guid"), false, w, ParseGUID)
@@ -202,10 +211,14 @@ func softDriver(s *FS, dev string, w *Warnings) string {
 }
 
 // netdevBelow finds the netdev of port on the device at devicePath: the one
-// entry of <device>/net, or the entry whose dev_port is port-1.
+// entry of <device>/net (or of /class/net entries that resolve below the
+// device), or the entry whose dev_port is port-1.
 func (s *FS) netdevBelow(devicePath string, port int) string {
 	names, err := s.ReadDir(path.Join(devicePath, "net"))
 	if err != nil || len(names) == 0 {
+		names = s.classNetBelow(devicePath)
+	}
+	if len(names) == 0 {
 		return ""
 	}
 	if len(names) == 1 {
@@ -218,6 +231,21 @@ func (s *FS) netdevBelow(devicePath string, port int) string {
 		}
 	}
 	return names[0]
+}
+
+// classNetBelow lists the /class/net entries whose device is devicePath.
+func (s *FS) classNetBelow(devicePath string) []string {
+	all, err := s.ReadDir("/class/net")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, nd := range all {
+		if dev, err := s.Realpath(path.Join("/class/net", nd, "device")); err == nil && dev == devicePath {
+			out = append(out, nd)
+		}
+	}
+	return out
 }
 
 // netdevFromGIDs takes the netdev of the port's first GID (the default,

@@ -171,3 +171,33 @@ func TestNaturalLess(t *testing.T) {
 		t.Error("NaturalLess order wrong")
 	}
 }
+
+// Trees made by other tools may lack the links the kernel adds inside a
+// device directory; the PCI function and netdev are still found.
+func TestDiscoverWithoutDeviceLinks(t *testing.T) {
+	tree := sysfstest.New(t.TempDir())
+	fn := tree.HostBridge("0000:17", 1).Bridge("0000:17:01.0", 0x8086, 1).Function("0000:18:00.0",
+		sysfstest.PCIFunc{Vendor: 0x15b3, Device: 0x1021, Class: 0x020000, Driver: "mlx5_core"})
+	fn.AddNetdev("eth0", sysfstest.Netdev{MAC: "02:00:00:00:00:01", MTU: 9000})
+	fn.AddRDMA("mlx5_0", sysfstest.RDMADevice{Ports: []sysfstest.RDMAPort{{State: "4: ACTIVE", PhysState: "5: LinkUp", Rate: "400 Gb/sec (4X NDR)", LinkLayer: "Ethernet"}}})
+	dev := "/devices/pci0000:17/0000:17:01.0/0000:18:00.0"
+	// No infiniband/mlx5_0/device link, and the netdev only in /class/net
+	// (its directory moved out of the PCI function's net/).
+	tree.Remove(dev + "/infiniband/mlx5_0/device")
+	tree.Remove("/class/net/eth0")
+	tree.Remove(dev + "/net")
+	tree.VirtualNetdev("eth0", sysfstest.Netdev{MAC: "02:00:00:00:00:01", MTU: 9000})
+	tree.Symlink("/devices/virtual/net/eth0/device", dev)
+	if tree.Err() != nil {
+		t.Fatal(tree.Err())
+	}
+	s := mustFS(t, tree.Root())
+	w := &Warnings{}
+	nics, err := Discover(s, SysfsLister{FS: s}, w)
+	if err != nil || len(nics) != 1 {
+		t.Fatalf("%v %v", nics, err)
+	}
+	if n := nics[0]; n.PCI != "0000:18:00.0" || n.NUMA != 1 || n.Netdev != "eth0" || n.MTU != 9000 || n.Driver != "mlx5_core" {
+		t.Errorf("NIC = %+v (warnings %v)", n, w.List())
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // DefaultRoot is where the kernel mounts sysfs.
@@ -28,6 +29,9 @@ var ErrNotExist = fs.ErrNotExist
 // resolved inside the root, so a fixture tree can never lead reads outside it.
 type FS struct {
 	root string
+
+	pciOnce  sync.Once
+	pciPaths map[string]string // PCI address -> device path, see walkPCI
 }
 
 // NewFS returns an FS for the sysfs tree at root. The directory must exist.

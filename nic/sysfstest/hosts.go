@@ -62,6 +62,24 @@ func RoCEGIDs(netdev, mac string, addrs ...string) []GIDEntry {
 	return out
 }
 
+// Counter files by driver: mlx5 (drivers/infiniband/hw/mlx5/counters.c,
+// with congestion counters) and rxe (from the rxe capture,
+// sysfs_rxe0_hw_counters_ls.txt). lifespan is an attribute, not a counter.
+var (
+	MLX5HWCounters = []string{"duplicate_request", "implied_nak_seq_err", "lifespan", "local_ack_timeout_err",
+		"np_cnp_sent", "np_ecn_marked_roce_packets", "out_of_buffer", "out_of_sequence", "packet_seq_err",
+		"req_cqe_error", "resp_cqe_error", "rnr_nak_retry_err", "rp_cnp_handled", "rp_cnp_ignored",
+		"rx_atomic_requests", "rx_read_requests", "rx_write_requests"}
+	PMACounters = []string{"excessive_buffer_overrun_errors", "link_downed", "link_error_recovery",
+		"local_link_integrity_errors", "port_rcv_constraint_errors", "port_rcv_data", "port_rcv_errors",
+		"port_rcv_packets", "port_rcv_remote_physical_errors", "port_rcv_switch_relay_errors",
+		"port_xmit_constraint_errors", "port_xmit_data", "port_xmit_discards", "port_xmit_packets",
+		"port_xmit_wait", "symbol_error", "VL15_dropped"}
+	RXEHWCounters = []string{"ack_deferred", "completer_retry_err", "duplicate_request", "lifespan", "link_downed",
+		"out_of_seq_request", "rcvd_pkts", "rcvd_rnr_err", "rcvd_seq_err", "rdma_recvs", "rdma_sends",
+		"retry_exceeded_err", "retry_rnr_exceeded_err", "send_err", "send_rnr_err", "sent_pkts"}
+)
+
 const (
 	pcieGen5 = "32.0 GT/s PCIe"
 	pcieGen4 = "16.0 GT/s PCIe"
@@ -109,7 +127,7 @@ func DGXH100(dir string) (*Tree, error) {
 		nicFn.AddNetdev(netdev, Netdev{MAC: mac, MTU: 9000})
 		nicFn.AddRDMA(computeNames[slot], RDMADevice{
 			NodeGUID: GUIDFromMAC(mac), FWVer: "28.39.1002", HCAType: "MT4129", BoardID: "MT_0000000838",
-			NodeDesc: "gpu-017 " + computeNames[slot],
+			NodeDesc: "gpu-017 " + computeNames[slot], HWCounters: MLX5HWCounters, Counters: PMACounters,
 			Ports: []RDMAPort{activePort("400 Gb/sec (4X NDR)",
 				RoCEGIDs(netdev, mac, fmt.Sprintf("10.%d.0.35", slot), fmt.Sprintf("fc00:0:0:%d::23", slot+1)))},
 		})
@@ -124,7 +142,7 @@ func DGXH100(dir string) (*Tree, error) {
 			sFn.AddNetdev(sNetdev, Netdev{MAC: sMAC, MTU: 9000})
 			sFn.AddRDMA(name, RDMADevice{
 				NodeGUID: GUIDFromMAC(sMAC), FWVer: "28.39.1002", HCAType: "MT4129", BoardID: "MT_0000000838",
-				NodeDesc: "gpu-017 " + name,
+				NodeDesc: "gpu-017 " + name, HWCounters: MLX5HWCounters, Counters: PMACounters,
 				Ports:    []RDMAPort{activePort("200 Gb/sec (4X HDR)", RoCEGIDs(sNetdev, sMAC, fmt.Sprintf("172.16.%d.9", slot)))},
 			})
 		}
@@ -162,7 +180,7 @@ func MixedVendor(dir string) (*Tree, error) {
 	mlx0 := hb0.Bridge("0000:17:02.0", 0x8086, 0x347b).Function("0000:19:00.0", cx6)
 	mlx0.AddNetdev("ens1f0np0", Netdev{MAC: "0c:42:a1:11:22:30", MTU: 9000})
 	mlx0.AddRDMA("mlx5_0", RDMADevice{
-		NodeGUID: GUIDFromMAC("0c:42:a1:11:22:30"), FWVer: "22.36.1010", HCAType: "MT4125", BoardID: "MT_0000000359", NodeDesc: "l40s-03 mlx5_0",
+		NodeGUID: GUIDFromMAC("0c:42:a1:11:22:30"), FWVer: "22.36.1010", HCAType: "MT4125", BoardID: "MT_0000000359", NodeDesc: "l40s-03 mlx5_0", HWCounters: MLX5HWCounters, Counters: PMACounters,
 		Ports: []RDMAPort{activePort("100 Gb/sec (4X EDR)", RoCEGIDs("ens1f0np0", "0c:42:a1:11:22:30", "10.0.0.3"))},
 	})
 
@@ -204,11 +222,17 @@ func MixedVendor(dir string) (*Tree, error) {
 	mlx1 := hb5.Bridge("0000:ae:01.0", 0x8086, 0x347a).Function("0000:af:00.0", cx6)
 	mlx1.AddNetdev("ens6f0np0", Netdev{MAC: "0c:42:a1:11:22:40", MTU: 9000})
 	mlx1.AddRDMA("mlx5_1", RDMADevice{
-		NodeGUID: GUIDFromMAC("0c:42:a1:11:22:40"), FWVer: "22.36.1010", HCAType: "MT4125", BoardID: "MT_0000000359", NodeDesc: "l40s-03 mlx5_1",
+		NodeGUID: GUIDFromMAC("0c:42:a1:11:22:40"), FWVer: "22.36.1010", HCAType: "MT4125", BoardID: "MT_0000000359", NodeDesc: "l40s-03 mlx5_1", HWCounters: MLX5HWCounters, Counters: PMACounters,
 		Ports: []RDMAPort{activePort("100 Gb/sec (4X EDR)", RoCEGIDs("ens6f0np0", "0c:42:a1:11:22:40"))},
 	})
 	t.VirtualNetdev("lo", Netdev{MAC: "00:00:00:00:00:00", MTU: 65536, Operstate: "unknown"})
 	return t, t.Err()
+}
+
+// hostBridgeFunction adds the CPU's host bridge function 0000:00:00.0, which
+// every PC-architecture host has.
+func hostBridgeFunction(hb *Node) {
+	hb.Function("0000:00:00.0", PCIFunc{Vendor: 0x8086, Device: 0x1237, Class: 0x060000})
 }
 
 // SoftRoCE is the soft-RoCE lab of shared/captures/rxe-debian-6.1: rxe0 on
@@ -216,7 +240,7 @@ func MixedVendor(dir string) (*Tree, error) {
 // and no GPUs. Attribute values are the captured ones.
 func SoftRoCE(dir string) (*Tree, error) {
 	t := New(dir)
-	t.HostBridge("0000:00", -1)
+	hostBridgeFunction(t.HostBridge("0000:00", -1))
 	t.VirtualNetdev("lo", Netdev{MAC: "00:00:00:00:00:00", MTU: 65536, Operstate: "unknown"})
 	t.VirtualNetdev("vethA", Netdev{MAC: "2e:d6:ff:f2:78:58", MTU: 9000})
 	t.VirtualNetdev("vethB", Netdev{MAC: "3a:69:db:2e:8a:09", MTU: 9000})
@@ -227,18 +251,18 @@ func SoftRoCE(dir string) (*Tree, error) {
 		}
 		return p
 	}
-	t.SoftRDMA("rxe0", "vethA", RDMADevice{NodeGUID: "2cd6:ffff:fef2:7858", NodeDesc: "rxe", Ports: []RDMAPort{rxePort("vethA",
+	t.SoftRDMA("rxe0", "vethA", RDMADevice{NodeGUID: "2cd6:ffff:fef2:7858", NodeDesc: "rxe", HWCounters: RXEHWCounters, Ports: []RDMAPort{rxePort("vethA",
 		"fe80:0000:0000:0000:2cd6:ffff:fef2:7858", "0000:0000:0000:0000:0000:ffff:0a00:0000", "fd00:0000:0000:0000:0000:0000:0000:0000")}})
-	t.SoftRDMA("rxe1", "vethB", RDMADevice{NodeGUID: "3869:dbff:fe2e:8a09", NodeDesc: "rxe", Ports: []RDMAPort{rxePort("vethB",
+	t.SoftRDMA("rxe1", "vethB", RDMADevice{NodeGUID: "3869:dbff:fe2e:8a09", NodeDesc: "rxe", HWCounters: RXEHWCounters, Ports: []RDMAPort{rxePort("vethB",
 		"fe80:0000:0000:0000:3869:dbff:fe2e:8a09", "0000:0000:0000:0000:0000:ffff:0a00:0001", "fd00:0000:0000:0000:0000:0000:0000:0001")}})
 	return t, t.Err()
 }
 
 // Empty is a host with no GPUs and no RDMA devices: a loopback interface
-// and a host bridge with nothing on it.
+// and the CPU's host bridge function.
 func Empty(dir string) (*Tree, error) {
 	t := New(dir)
-	t.HostBridge("0000:00", -1)
+	hostBridgeFunction(t.HostBridge("0000:00", -1))
 	t.VirtualNetdev("lo", Netdev{MAC: "00:00:00:00:00:00", MTU: 65536, Operstate: "unknown"})
 	return t, t.Err()
 }

@@ -55,8 +55,8 @@ func TestFixturesUpToDate(t *testing.T) {
 	}
 }
 
-// snapshot maps every path below dir to "dir", "link:<target>" or the
-// file's contents.
+// snapshot maps every file and symlink below dir to its contents or
+// "link:<target>".
 func snapshot(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -73,7 +73,7 @@ func snapshot(t *testing.T, dir string) map[string]string {
 			}
 			out[rel] = "link:" + target
 		case d.IsDir():
-			out[rel] = "dir"
+			// git keeps no empty directories, so only files and links count.
 		default:
 			b, err := os.ReadFile(p)
 			if err != nil {

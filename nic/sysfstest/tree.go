@@ -100,7 +100,7 @@ func (t *Tree) HostBridge(domainBus string, numa int) *Node {
 // pciBus records bus domainBus as a child of the device at dir.
 func (t *Tree) pciBus(dir, domainBus string) {
 	bus := path.Join(dir, "pci_bus", domainBus)
-	t.mkdir(bus)
+	t.WriteFile(bus+"/cpulistaffinity", "0-63")
 	t.Symlink(path.Join("/class/pci_bus", domainBus), bus)
 }
 
@@ -186,6 +186,10 @@ func (t *Tree) netdev(dir, name string, nd Netdev, device string) {
 type RDMADevice struct {
 	NodeGUID, FWVer, HCAType, BoardID, NodeDesc string
 	Ports                                       []RDMAPort
+	// HWCounters and Counters name the files of each port's hw_counters/
+	// and counters/ (PMA) directories, all reading 0; nil leaves the
+	// directory out, as rxe has no counters/.
+	HWCounters, Counters []string
 }
 
 // RDMAPort describes one port; State and PhysState as the kernel prints
@@ -264,8 +268,16 @@ func (t *Tree) rdma(dir, name string, d RDMADevice) {
 			t.WriteFile(fmt.Sprintf("%s/gid_attrs/types/%d", pd, i), g.Type)
 			t.WriteFile(fmt.Sprintf("%s/gid_attrs/ndevs/%d", pd, i), g.Netdev)
 		}
-		t.mkdir(pd + "/hw_counters")
-		t.mkdir(pd + "/counters")
+		for _, c := range d.HWCounters {
+			v := "0"
+			if c == "lifespan" {
+				v = "10"
+			}
+			t.WriteFile(pd+"/hw_counters/"+c, v)
+		}
+		for _, c := range d.Counters {
+			t.WriteFile(pd+"/counters/"+c, "0")
+		}
 	}
 	t.Symlink("/class/infiniband/"+name, dir)
 }
