@@ -176,11 +176,6 @@ func loadConfig(fs *pflag.FlagSet) (agent.Config, error) {
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("invalid config:\n%w", err)
 	}
-	if cfg.Node.Name == "" {
-		if h, err := os.Hostname(); err == nil {
-			cfg.Node.Name = h
-		}
-	}
 	return cfg, nil
 }
 
@@ -203,7 +198,12 @@ func runInventory(env *cliEnv) error {
 	}
 	opts := agent.InventoryOptions{Node: env.cfg.Node.Name, FS: sysfs, Pins: env.cfg.Pins()}
 	if sysfs.IsHost() {
+		// The live host: ask NVML, and name the node after the host. A tree
+		// is read alone: no NVML, no host files.
 		opts.NVML = env.nvml()
+		if opts.Node == "" {
+			opts.Node, _ = os.Hostname()
+		}
 	}
 	inv, err := agent.DiscoverInventory(opts)
 	if err != nil {

@@ -143,7 +143,7 @@ func DGXH100(dir string) (*Tree, error) {
 			sFn.AddRDMA(name, RDMADevice{
 				NodeGUID: GUIDFromMAC(sMAC), FWVer: "28.39.1002", HCAType: "MT4129", BoardID: "MT_0000000838",
 				NodeDesc: "gpu-017 " + name, HWCounters: MLX5HWCounters, Counters: PMACounters,
-				Ports:    []RDMAPort{activePort("200 Gb/sec (4X HDR)", RoCEGIDs(sNetdev, sMAC, fmt.Sprintf("172.16.%d.9", slot)))},
+				Ports: []RDMAPort{activePort("200 Gb/sec (4X HDR)", RoCEGIDs(sNetdev, sMAC, fmt.Sprintf("172.16.%d.9", slot)))},
 			})
 		}
 	}
