@@ -1,0 +1,220 @@
+package nic
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// LiveHost reads and changes one network namespace; *Host is the real one.
+type LiveHost interface {
+	ReadLive(desired []RailLink, owned Owned, tr TableRange) (LiveState, error)
+	Apply(c Change) error
+}
+
+// ValidationError lists every reason the desired state cannot be applied
+// to this host; nothing was changed.
+type ValidationError struct{ Errs []error }
+
+func (e *ValidationError) Error() string {
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return "rejected before any change:\n" + strings.Join(msgs, "\n")
+}
+
+// Unwrap returns the individual problems.
+func (e *ValidationError) Unwrap() []error { return e.Errs }
+
+// RailResult is how one rail fared.
+type RailResult struct {
+	Rail      int
+	Netdev    string
+	Converged bool
+	Applied   []string // commands that were run
+	Conflict  string   // foreign state that stopped the rail
+	Err       error    // the change that failed
+}
+
+// ApplyResult is the outcome of one reconcile.
+type ApplyResult struct {
+	Rails []RailResult
+	// Cleanup holds the changes that removed owned objects no rail wants
+	// (and their failures).
+	Cleanup []string
+	Errs    []error
+	// Drift counts, by kind, changes that repaired a rail that had already
+	// converged.
+	Drift map[ChangeKind]int
+	// Writes counts the write requests sent.
+	Writes int
+}
+
+// Converged reports whether every rail converged and cleanup succeeded.
+func (r ApplyResult) Converged() bool {
+	for _, rr := range r.Rails {
+		if !rr.Converged {
+			return false
+		}
+	}
+	return len(r.Errs) == 0
+}
+
+// LinkEngine reconciles rail links towards the desired state. It is safe
+// for one caller at a time per namespace; the daemon calls Reconcile on
+// every netlink event and on a timer.
+type LinkEngine struct {
+	Host     LiveHost
+	StateDir string
+	Range    TableRange
+
+	mu        sync.Mutex
+	converged map[int]bool
+}
+
+// Plan reads the live state and returns what Apply would do, changing
+// nothing. A *ValidationError says why the desired state cannot apply.
+func (e *LinkEngine) Plan(desired []RailLink) (LinkPlan, error) {
+	owned, err := LoadOwned(e.StateDir)
+	if err != nil {
+		return LinkPlan{}, err
+	}
+	live, err := e.Host.ReadLive(desired, owned, e.Range)
+	if err != nil {
+		return LinkPlan{}, fmt.Errorf("read live state: %w", err)
+	}
+	if errs := CheckLive(desired, live); len(errs) > 0 {
+		return LinkPlan{}, &ValidationError{errs}
+	}
+	return PlanLinks(desired, live, owned, e.Range), nil
+}
+
+// Reconcile plans and applies, rail by rail in dependency order. A rail
+// whose change fails stops there; the other rails go on. Addresses are
+// entered in the ownership record before they are added, so a crash never
+// leaves an address the agent added but does not know it owns.
+func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	res := ApplyResult{Drift: map[ChangeKind]int{}}
+	owned, err := LoadOwned(e.StateDir)
+	if err != nil {
+		return res, err
+	}
+	live, err := e.Host.ReadLive(desired, owned, e.Range)
+	if err != nil {
+		return res, fmt.Errorf("read live state: %w", err)
+	}
+	if errs := CheckLive(desired, live); len(errs) > 0 {
+		return res, &ValidationError{errs}
+	}
+	plan := PlanLinks(desired, live, owned, e.Range)
+	if e.converged == nil {
+		e.converged = map[int]bool{}
+	}
+
+	// Write-ahead ownership for every address about to be added.
+	recordChanged := false
+	for _, c := range plan.Changes {
+		if c.Kind == AddrAdd && owned.add(c.Netdev, c.Addr) {
+			recordChanged = true
+		}
+	}
+	if recordChanged {
+		if err := SaveOwned(e.StateDir, owned); err != nil {
+			return res, err
+		}
+	}
+
+	conflicts := map[int]string{}
+	for _, c := range plan.Conflicts {
+		conflicts[c.Rail] = c.Reason
+	}
+	byRail := map[int][]Change{}
+	for _, c := range plan.Changes {
+		byRail[c.Rail] = append(byRail[c.Rail], c)
+	}
+	recordChanged = false
+	for _, r := range desired {
+		rr := RailResult{Rail: r.Rail, Netdev: r.Netdev}
+		if reason, ok := conflicts[r.Rail]; ok {
+			rr.Conflict = reason
+			e.converged[r.Rail] = false
+			res.Rails = append(res.Rails, rr)
+			continue
+		}
+		for _, c := range byRail[r.Rail] {
+			res.Writes++
+			if err := e.Host.Apply(c); err != nil {
+				rr.Err = fmt.Errorf("%s: %w", c.Command, err)
+				if c.Kind == AddrAdd {
+					owned.remove(c.Netdev, c.Addr)
+					recordChanged = true
+				}
+				break
+			}
+			rr.Applied = append(rr.Applied, c.Command)
+			if c.Kind == AddrDel {
+				owned.remove(c.Netdev, c.Addr)
+				recordChanged = true
+			}
+			if e.converged[r.Rail] {
+				res.Drift[c.Kind]++
+			}
+		}
+		rr.Converged = rr.Err == nil
+		e.converged[r.Rail] = rr.Converged
+		res.Rails = append(res.Rails, rr)
+	}
+	// Owned objects of no configured rail.
+	for _, c := range byRail[-1] {
+		res.Writes++
+		if err := e.Host.Apply(c); err != nil {
+			res.Errs = append(res.Errs, fmt.Errorf("%s: %w", c.Command, err))
+			continue
+		}
+		res.Cleanup = append(res.Cleanup, c.Command)
+		if c.Kind == AddrDel {
+			owned.remove(c.Netdev, c.Addr)
+			recordChanged = true
+		}
+	}
+	if recordChanged {
+		if err := SaveOwned(e.StateDir, owned); err != nil {
+			res.Errs = append(res.Errs, err)
+		}
+	}
+	return res, nil
+}
+
+// ResetConvergence forgets which rails had converged, so the changes of the
+// next reconcile (after a new desired state) do not count as drift.
+func (e *LinkEngine) ResetConvergence() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.converged = nil
+}
+
+// errNotConverged is returned by callers that need an error for a result
+// that did not converge.
+var errNotConverged = errors.New("not converged")
+
+// Err summarises a result that did not converge, naming each rail and why.
+func (r ApplyResult) Err() error {
+	var errs []error
+	for _, rr := range r.Rails {
+		switch {
+		case rr.Conflict != "":
+			errs = append(errs, fmt.Errorf("rail %d (%s): conflict: %s", rr.Rail, rr.Netdev, rr.Conflict))
+		case rr.Err != nil:
+			errs = append(errs, fmt.Errorf("rail %d (%s): %w", rr.Rail, rr.Netdev, rr.Err))
+		}
+	}
+	errs = append(errs, r.Errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", errNotConverged, errors.Join(errs...))
+}

@@ -1,0 +1,504 @@
+package nic
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// RouteProtocol marks the routes and policy rules the agent owns (rtm_protocol
+// and FRA_PROTOCOL); /etc/iproute2/rt_protos.d/roce-agent.conf names it.
+const RouteProtocol = 171
+
+// RailLink is the desired link state of one rail: the netdev up with an
+// MTU, per-interface sysctls, a /31 and a /127 host address, and a routing
+// table of its own selected by a source rule, holding the rail's prefixes
+// via the leaf (the other address of the /31 and /127).
+type RailLink struct {
+	Rail   int
+	Netdev string
+	MTU    int
+	// IPv4 is the host address with its /31, IPv4Leaf the leaf's; both
+	// invalid when the rail has no IPv4. Likewise IPv6 with /127.
+	IPv4, IPv6         netip.Prefix
+	IPv4Leaf, IPv6Leaf netip.Addr
+	// Routes are reached through the rail's leaf.
+	Routes       []netip.Prefix
+	Table        int
+	RulePriority int
+	// SLAAC accepts router advertisements (accept_ra=1) instead of static
+	// IPv6 only (accept_ra=0).
+	SLAAC bool
+}
+
+// Sysctls returns the per-interface sysctls a rail wants, keyed by their
+// /proc/sys path below /proc/sys ("net/ipv4/conf/<if>/arp_ignore").
+func (r RailLink) Sysctls() map[string]string {
+	v4 := "net/ipv4/conf/" + r.Netdev + "/"
+	out := map[string]string{
+		v4 + "arp_ignore":   "1", // answer ARP only for addresses on the interface
+		v4 + "arp_announce": "2", // source ARP from the interface's own address
+		v4 + "rp_filter":    "2", // loose: replies may arrive on another rail
+	}
+	if r.IPv6.IsValid() {
+		v6 := "net/ipv6/conf/" + r.Netdev + "/"
+		out[v6+"keep_addr_on_down"] = "1"
+		if r.SLAAC {
+			out[v6+"accept_ra"] = "1"
+		} else {
+			out[v6+"accept_ra"] = "0"
+		}
+	}
+	return out
+}
+
+// Route is a route as the planner sees it.
+type Route struct {
+	Table    int
+	Dst      netip.Prefix
+	Gw       netip.Addr // invalid for a link-scope route
+	Dev      string
+	Src      netip.Addr // preferred source, invalid when unset
+	Protocol int
+}
+
+func (r Route) key() string { return fmt.Sprintf("%d %s", r.Table, r.Dst) }
+
+// same reports whether two routes are equal in everything the agent sets.
+func (r Route) same(o Route) bool {
+	return r.Table == o.Table && r.Dst == o.Dst && r.Gw == o.Gw && r.Dev == o.Dev && r.Src == o.Src && r.Protocol == o.Protocol
+}
+
+// Rule is a policy routing rule as the planner sees it. Other is true when
+// the rule also has selectors the agent never sets (iif, fwmark, dst, ...),
+// so it cannot be one of the agent's.
+type Rule struct {
+	Priority int
+	Src      netip.Prefix
+	Table    int
+	Protocol int
+	Other    bool
+}
+
+func (r Rule) family() string {
+	if r.Src.Addr().Is6() {
+		return "-6 "
+	}
+	return ""
+}
+
+// Link is the live state of one netdev.
+type Link struct {
+	Name   string
+	Index  int
+	Up     bool
+	MTU    int
+	MaxMTU int // IFLA_MAX_MTU; 0 when the kernel did not say
+	Addrs  []netip.Prefix
+}
+
+// LiveState is what the kernel has: the rail netdevs (absent ones are
+// missing from Links), the routes of the agent's table range, every policy
+// rule, and the rail sysctls ("" for one that could not be read).
+type LiveState struct {
+	Links   map[string]Link
+	Routes  []Route
+	Rules   []Rule
+	Sysctls map[string]string
+}
+
+// ChangeKind says what a change does.
+type ChangeKind string
+
+// The kinds of change, in the order a rail applies them.
+const (
+	LinkUp    ChangeKind = "link-up"
+	LinkMTU   ChangeKind = "link-mtu"
+	SysctlSet ChangeKind = "sysctl"
+	AddrAdd   ChangeKind = "addr-add"
+	RuleAdd   ChangeKind = "rule-add"
+	RouteSet  ChangeKind = "route-replace"
+	RouteDel  ChangeKind = "route-del"
+	RuleDel   ChangeKind = "rule-del"
+	AddrDel   ChangeKind = "addr-del"
+)
+
+var kindOrder = map[ChangeKind]int{LinkUp: 0, LinkMTU: 1, SysctlSet: 2, AddrAdd: 3, RuleAdd: 4, RouteSet: 5, RouteDel: 6, RuleDel: 7, AddrDel: 8}
+
+// Change is one write to the kernel. Command is the iproute2 or sysctl
+// command it equals.
+type Change struct {
+	Rail    int // -1 for an owned object of no configured rail
+	Netdev  string
+	Kind    ChangeKind
+	Command string
+
+	MTU    int
+	Sysctl string // path below /proc/sys
+	Value  string
+	Addr   netip.Prefix
+	Rule   Rule
+	Route  Route
+}
+
+// Conflict is foreign state that stops a rail: reported, never "fixed".
+type Conflict struct {
+	Rail   int
+	Netdev string
+	Reason string
+}
+
+func (c Conflict) String() string {
+	return fmt.Sprintf("rail %d (%s): %s", c.Rail, c.Netdev, c.Reason)
+}
+
+// Owned is what the agent added and may therefore change or remove:
+// addresses by netdev (the ownership record under the state directory).
+// Routes and rules are recognised by RouteProtocol instead.
+type Owned struct {
+	Addrs map[string][]netip.Prefix `json:"addresses"`
+}
+
+// Has reports whether the agent added addr on netdev.
+func (o Owned) Has(netdev string, addr netip.Prefix) bool {
+	for _, a := range o.Addrs[netdev] {
+		if a == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// TableRange is the routing table and rule priority range the agent owns.
+type TableRange struct {
+	TableBase, PriorityBase, Size int
+}
+
+// HasTable reports whether table is in the agent's range.
+func (t TableRange) HasTable(table int) bool {
+	return table >= t.TableBase && table < t.TableBase+t.Size
+}
+
+// HasPriority reports whether prio is in the agent's range.
+func (t TableRange) HasPriority(prio int) bool {
+	return prio >= t.PriorityBase && prio < t.PriorityBase+t.Size
+}
+
+// LinkPlan is the outcome of planning: the changes per rail in the order to
+// apply them, and the rails that conflict with foreign state.
+type LinkPlan struct {
+	Changes   []Change
+	Conflicts []Conflict
+}
+
+// Empty reports a converged host.
+func (p LinkPlan) Empty() bool { return len(p.Changes) == 0 && len(p.Conflicts) == 0 }
+
+// Commands lists the changes as the commands they equal.
+func (p LinkPlan) Commands() []string {
+	out := make([]string, len(p.Changes))
+	for i, c := range p.Changes {
+		out[i] = c.Command
+	}
+	return out
+}
+
+// PlanLinks diffs desired rails against the live state. It only ever plans
+// changes to rail netdevs, to addresses in the ownership record, and to
+// routes and rules carrying RouteProtocol in the agent's range. A rail whose
+// netdev is missing, or whose /31 or /127 holds a foreign address, gets a
+// conflict and no changes. Owned objects no rail wants any more are removed.
+func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) LinkPlan {
+	var plan LinkPlan
+	wantAddr := map[string]map[netip.Prefix]bool{}
+	wantRoute := map[string]bool{}
+	wantRule := map[Rule]bool{}
+	blocked := map[string]bool{} // netdevs of conflicting rails: keep their owned state as is
+
+	for _, r := range desired {
+		link, ok := live.Links[r.Netdev]
+		if !ok {
+			plan.Conflicts = append(plan.Conflicts, Conflict{r.Rail, r.Netdev, "netdev does not exist"})
+			blocked[r.Netdev] = true
+			continue
+		}
+		if c := foreignInRail(r, link, owned); c != "" {
+			plan.Conflicts = append(plan.Conflicts, Conflict{r.Rail, r.Netdev, c})
+			blocked[r.Netdev] = true
+			continue
+		}
+		var ch []Change
+		add := func(c Change) {
+			c.Rail, c.Netdev = r.Rail, r.Netdev
+			ch = append(ch, c)
+		}
+		if !link.Up {
+			add(Change{Kind: LinkUp, Command: fmt.Sprintf("ip link set dev %s up", r.Netdev)})
+		}
+		if link.MTU != r.MTU {
+			add(Change{Kind: LinkMTU, MTU: r.MTU, Command: fmt.Sprintf("ip link set dev %s mtu %d", r.Netdev, r.MTU)})
+		}
+		sysctls := r.Sysctls()
+		keys := make([]string, 0, len(sysctls))
+		for k := range sysctls {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if live.Sysctls[k] != sysctls[k] {
+				add(Change{Kind: SysctlSet, Sysctl: k, Value: sysctls[k], Command: SysctlCommand(k, sysctls[k])})
+			}
+		}
+		wantAddr[r.Netdev] = map[netip.Prefix]bool{}
+		for _, a := range []netip.Prefix{r.IPv4, r.IPv6} {
+			if !a.IsValid() {
+				continue
+			}
+			wantAddr[r.Netdev][a] = true
+			if !hasPrefix(link.Addrs, a) {
+				add(Change{Kind: AddrAdd, Addr: a, Command: addrCommand("add", a, r.Netdev)})
+			}
+		}
+		for _, rule := range r.rules() {
+			wantRule[rule] = true
+			if !hasRule(live.Rules, rule) {
+				add(Change{Kind: RuleAdd, Rule: rule, Command: ruleCommand("add", rule)})
+			}
+		}
+		for _, rt := range r.routes() {
+			wantRoute[rt.key()] = true
+			if !hasRoute(live.Routes, rt) {
+				add(Change{Kind: RouteSet, Route: rt, Command: routeCommand("replace", rt)})
+			}
+		}
+		plan.Changes = append(plan.Changes, ch...)
+	}
+
+	// Remove what the agent owns and no rail wants any more.
+	railOf := func(netdev string) int {
+		for _, r := range desired {
+			if r.Netdev == netdev {
+				return r.Rail
+			}
+		}
+		return -1
+	}
+	for _, rt := range live.Routes {
+		if rt.Protocol == RouteProtocol && tr.HasTable(rt.Table) && !wantRoute[rt.key()] && !blocked[rt.Dev] {
+			plan.Changes = append(plan.Changes, Change{Rail: railOf(rt.Dev), Netdev: rt.Dev, Kind: RouteDel, Route: rt, Command: routeCommand("del", rt)})
+		}
+	}
+	railOfTable := func(table int) int {
+		for _, r := range desired {
+			if r.Table == table {
+				return r.Rail
+			}
+		}
+		return -1
+	}
+	for _, rule := range live.Rules {
+		if rule.Protocol == RouteProtocol && !rule.Other && !wantRule[rule] {
+			plan.Changes = append(plan.Changes, Change{Rail: railOfTable(rule.Table), Kind: RuleDel, Rule: rule, Command: ruleCommand("del", rule)})
+		}
+	}
+	netdevs := make([]string, 0, len(owned.Addrs))
+	for nd := range owned.Addrs {
+		netdevs = append(netdevs, nd)
+	}
+	sort.Strings(netdevs)
+	for _, nd := range netdevs {
+		link, ok := live.Links[nd]
+		if !ok || blocked[nd] {
+			continue
+		}
+		for _, a := range owned.Addrs[nd] {
+			if hasPrefix(link.Addrs, a) && !wantAddr[nd][a] {
+				plan.Changes = append(plan.Changes, Change{Rail: railOf(nd), Netdev: nd, Kind: AddrDel, Addr: a, Command: addrCommand("del", a, nd)})
+			}
+		}
+	}
+	sort.SliceStable(plan.Changes, func(i, j int) bool {
+		a, b := plan.Changes[i], plan.Changes[j]
+		if a.Rail != b.Rail {
+			return railSortKey(a.Rail) < railSortKey(b.Rail)
+		}
+		return kindOrder[a.Kind] < kindOrder[b.Kind]
+	})
+	return plan
+}
+
+func railSortKey(r int) int {
+	if r < 0 {
+		return 1 << 30
+	}
+	return r
+}
+
+// foreignInRail names a foreign address inside the rail's /31 or /127
+// other than the desired host address itself.
+func foreignInRail(r RailLink, link Link, owned Owned) string {
+	for _, want := range []netip.Prefix{r.IPv4, r.IPv6} {
+		if !want.IsValid() {
+			continue
+		}
+		for _, have := range link.Addrs {
+			if have == want || owned.Has(r.Netdev, have) {
+				continue
+			}
+			if want.Masked().Contains(have.Addr()) || have.Masked().Contains(want.Addr()) {
+				return fmt.Sprintf("foreign address %s overlaps the rail's %s", have, want.Masked())
+			}
+		}
+	}
+	return ""
+}
+
+// rules are the rail's source rules, one per family.
+func (r RailLink) rules() []Rule {
+	var out []Rule
+	for _, a := range []netip.Prefix{r.IPv4, r.IPv6} {
+		if a.IsValid() {
+			out = append(out, Rule{Priority: r.RulePriority, Src: netip.PrefixFrom(a.Addr(), a.Addr().BitLen()), Table: r.Table, Protocol: RouteProtocol})
+		}
+	}
+	return out
+}
+
+// routes are the rail table's routes: the rail's own /31 and /127 on the
+// link, then each routed prefix via the leaf of its family.
+func (r RailLink) routes() []Route {
+	var out []Route
+	for _, a := range []netip.Prefix{r.IPv4, r.IPv6} {
+		if a.IsValid() {
+			out = append(out, Route{Table: r.Table, Dst: a.Masked(), Dev: r.Netdev, Src: a.Addr(), Protocol: RouteProtocol})
+		}
+	}
+	for _, p := range r.Routes {
+		leaf := r.IPv4Leaf
+		if p.Addr().Is6() {
+			leaf = r.IPv6Leaf
+		}
+		if !leaf.IsValid() {
+			continue
+		}
+		out = append(out, Route{Table: r.Table, Dst: p.Masked(), Gw: leaf, Dev: r.Netdev, Protocol: RouteProtocol})
+	}
+	return out
+}
+
+func hasPrefix(list []netip.Prefix, p netip.Prefix) bool {
+	for _, a := range list {
+		if a == p {
+			return true
+		}
+	}
+	return false
+}
+
+func hasRule(list []Rule, r Rule) bool {
+	for _, l := range list {
+		if l == r {
+			return true
+		}
+	}
+	return false
+}
+
+func hasRoute(list []Route, r Route) bool {
+	for _, l := range list {
+		if l.same(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// SysctlCommand renders a sysctl write; dots in an interface name become
+// slashes, as sysctl(8) expects.
+func SysctlCommand(path, value string) string {
+	parts := strings.Split(path, "/")
+	for i, p := range parts {
+		parts[i] = strings.ReplaceAll(p, ".", "/")
+	}
+	return fmt.Sprintf("sysctl -w %s=%s", strings.Join(parts, "."), value)
+}
+
+func addrCommand(verb string, a netip.Prefix, dev string) string {
+	if a.Addr().Is6() {
+		if verb == "add" {
+			return fmt.Sprintf("ip -6 address add %s dev %s nodad", a, dev)
+		}
+		return fmt.Sprintf("ip -6 address del %s dev %s", a, dev)
+	}
+	return fmt.Sprintf("ip address %s %s dev %s", verb, a, dev)
+}
+
+func ruleCommand(verb string, r Rule) string {
+	return fmt.Sprintf("ip %srule %s from %s lookup %d priority %d protocol %d", r.family(), verb, r.Src.Addr(), r.Table, r.Priority, r.Protocol)
+}
+
+func routeCommand(verb string, r Route) string {
+	fam := ""
+	if r.Dst.Addr().Is6() {
+		fam = "-6 "
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "ip %sroute %s %s", fam, verb, r.Dst)
+	if r.Gw.IsValid() {
+		fmt.Fprintf(&b, " via %s", r.Gw)
+	}
+	fmt.Fprintf(&b, " dev %s table %d proto %d", r.Dev, r.Table, r.Protocol)
+	if !r.Gw.IsValid() {
+		b.WriteString(" scope link")
+	}
+	if r.Src.IsValid() {
+		fmt.Fprintf(&b, " src %s", r.Src)
+	}
+	return b.String()
+}
+
+// CheckLive validates desired rails against the live state before any
+// change: a missing netdev, an MTU above the netdev's maximum, and a rail
+// table or rule priority that foreign routes or rules already use. Every
+// problem is returned, each naming the config field.
+func CheckLive(desired []RailLink, live LiveState) []error {
+	var errs []error
+	for _, r := range desired {
+		field := fmt.Sprintf("rails[rail=%d]", r.Rail)
+		link, ok := live.Links[r.Netdev]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s.netdev: %q does not exist", field, r.Netdev))
+			continue
+		}
+		if link.MaxMTU > 0 && r.MTU > link.MaxMTU {
+			errs = append(errs, fmt.Errorf("link.mtu: %d is above the maximum MTU of %s (%d)", r.MTU, r.Netdev, link.MaxMTU))
+		}
+		for _, rt := range live.Routes {
+			if rt.Table == r.Table && rt.Protocol != RouteProtocol {
+				errs = append(errs, fmt.Errorf("link.routing.table_base: table %d (rail %d) already holds foreign route %s (proto %d)", r.Table, r.Rail, rt.Dst, rt.Protocol))
+				break
+			}
+		}
+		for _, rule := range live.Rules {
+			if rule.Protocol == RouteProtocol && !rule.Other {
+				continue
+			}
+			switch {
+			case rule.Priority == r.RulePriority:
+				errs = append(errs, fmt.Errorf("link.routing.rule_priority_base: priority %d (rail %d) is used by foreign rule %s", r.RulePriority, r.Rail, describeRule(rule)))
+			case rule.Table == r.Table:
+				errs = append(errs, fmt.Errorf("link.routing.table_base: table %d (rail %d) is used by foreign rule %s", r.Table, r.Rail, describeRule(rule)))
+			}
+		}
+	}
+	return errs
+}
+
+func describeRule(r Rule) string {
+	src := "all"
+	if r.Src.IsValid() {
+		src = r.Src.String()
+	}
+	return fmt.Sprintf("\"%d: from %s lookup %d proto %d\"", r.Priority, src, r.Table, r.Protocol)
+}

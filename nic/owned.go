@@ -1,0 +1,106 @@
+package nic
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// OwnedFile is the ownership record's name under the state directory.
+const OwnedFile = "owned.json"
+
+// LoadOwned reads the ownership record; a missing file is an empty record.
+func LoadOwned(stateDir string) (Owned, error) {
+	o := Owned{Addrs: map[string][]netip.Prefix{}}
+	b, err := os.ReadFile(filepath.Join(stateDir, OwnedFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return o, nil
+	}
+	if err != nil {
+		return o, fmt.Errorf("read ownership record: %w", err)
+	}
+	if err := json.Unmarshal(b, &o); err != nil {
+		return o, fmt.Errorf("parse ownership record %s: %w", filepath.Join(stateDir, OwnedFile), err)
+	}
+	if o.Addrs == nil {
+		o.Addrs = map[string][]netip.Prefix{}
+	}
+	return o, nil
+}
+
+// SaveOwned writes the ownership record atomically (temporary file, fsync,
+// rename), so a crash leaves the old record or the new one.
+func SaveOwned(stateDir string, o Owned) error {
+	b, err := json.MarshalIndent(o, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode ownership record: %w", err)
+	}
+	return WriteFileAtomic(filepath.Join(stateDir, OwnedFile), append(b, '\n'), 0o600)
+}
+
+// WriteFileAtomic replaces path with data through a temporary file in the
+// same directory, fsyncing the file and the directory.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// add records addr on netdev; it reports whether the record changed.
+func (o *Owned) add(netdev string, addr netip.Prefix) bool {
+	if o.Has(netdev, addr) {
+		return false
+	}
+	if o.Addrs == nil {
+		o.Addrs = map[string][]netip.Prefix{}
+	}
+	o.Addrs[netdev] = append(o.Addrs[netdev], addr)
+	return true
+}
+
+// remove forgets addr on netdev.
+func (o *Owned) remove(netdev string, addr netip.Prefix) {
+	list := o.Addrs[netdev]
+	for i, a := range list {
+		if a == addr {
+			o.Addrs[netdev] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(o.Addrs[netdev]) == 0 {
+		delete(o.Addrs, netdev)
+	}
+}
