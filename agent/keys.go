@@ -53,3 +53,41 @@ func walkKeys(t reflect.Type, doc map[string]any, prefix string, out *[]string) 
 		}
 	}
 }
+
+// SettingKeys lists every key of Config that holds a scalar or a list of
+// scalars ("link.mtu", "node.index", "link.routes"), with its default
+// value (nil when the default is unset). Commands register them so that
+// every one can also come from ROCE_AGENT_* environment variables.
+func SettingKeys() map[string]any {
+	out := map[string]any{}
+	flattenKeys(reflect.ValueOf(DefaultConfig()), "", out)
+	return out
+}
+
+func flattenKeys(v reflect.Value, prefix string, out map[string]any) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fv := v.Field(i)
+		key := prefix + tag
+		switch ft := f.Type; {
+		case ft.Kind() == reflect.Struct:
+			flattenKeys(fv, key+".", out)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			// lists of objects (rails) come from the file only
+		case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct:
+		case ft.Kind() == reflect.Pointer, ft.Kind() == reflect.Slice:
+			if fv.IsNil() {
+				out[key] = nil
+			} else {
+				out[key] = fv.Interface()
+			}
+		default:
+			out[key] = fv.Interface()
+		}
+	}
+}

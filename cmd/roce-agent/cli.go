@@ -12,6 +12,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"github.com/vishvananda/netns"
 
 	"github.com/roce-agent/roce-agent/agent"
 	"github.com/roce-agent/roce-agent/nic"
@@ -32,6 +33,8 @@ type command struct {
 
 var commands = []command{
 	{"inventory", "print GPUs, RDMA NICs, their PCIe affinity and the rails", runInventory},
+	{"plan", "print the link changes apply would make (changes nothing)", runPlan},
+	{"apply", "converge every rail's link state once and exit (non-zero if a rail did not converge)", runApply},
 	{"version", "print the version", runVersion},
 }
 
@@ -142,10 +145,15 @@ func loadConfig(fs *pflag.FlagSet) (agent.Config, error) {
 	v.SetEnvPrefix("ROCE_AGENT")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
-	v.SetDefault("node.name", def.Node.Name)
-	v.SetDefault("sysfs_root", def.SysfsRoot)
-	v.SetDefault("log.level", def.Log.Level)
-	v.SetDefault("log.format", def.Log.Format)
+	for key, value := range agent.SettingKeys() {
+		if value == nil {
+			if err := v.BindEnv(key); err != nil {
+				return def, fmt.Errorf("bind env for %s: %w", key, err)
+			}
+			continue
+		}
+		v.SetDefault(key, value)
+	}
 	for key, flag := range map[string]string{"sysfs_root": "sysfs-root", "log.level": "log-level", "log.format": "log-format"} {
 		if err := v.BindPFlag(key, fs.Lookup(flag)); err != nil {
 			return def, fmt.Errorf("bind flag %s: %w", flag, err)
@@ -191,10 +199,10 @@ func newLogger(w io.Writer, c agent.LogConfig) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func runInventory(env *cliEnv) error {
+func inventory(env *cliEnv) (*agent.Inventory, error) {
 	sysfs, err := nic.NewFS(env.cfg.SysfsRoot)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	opts := agent.InventoryOptions{Node: env.cfg.Node.Name, FS: sysfs, Pins: env.cfg.Pins()}
 	if sysfs.IsHost() {
@@ -205,11 +213,15 @@ func runInventory(env *cliEnv) error {
 			opts.Node, _ = os.Hostname()
 		}
 	}
-	inv, err := agent.DiscoverInventory(opts)
+	return agent.DiscoverInventory(opts)
+}
+
+func runInventory(env *cliEnv) error {
+	inv, err := inventory(env)
 	if err != nil {
 		return err
 	}
-	env.log.Debug("inventory read", "sysfs_root", sysfs.Root(), "gpus", len(inv.GPUs), "nics", len(inv.NICs), "rails", len(inv.Rails), "warnings", len(inv.Warnings))
+	env.log.Debug("inventory read", "sysfs_root", inv.SysfsRoot, "gpus", len(inv.GPUs), "nics", len(inv.NICs), "rails", len(inv.Rails), "warnings", len(inv.Warnings))
 	if env.output == "json" {
 		return inv.WriteJSON(env.stdout)
 	}
@@ -233,4 +245,55 @@ func runVersion(env *cliEnv) error {
 		}
 	}
 	return nil
+}
+
+// linkEngine reads the inventory, derives the desired rail links and opens
+// the link engine on this process's network namespace.
+func linkEngine(env *cliEnv) (*nic.LinkEngine, []nic.RailLink, []string, func(), error) {
+	inv, err := inventory(env)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	desired, unmanaged, err := agent.DesiredLinks(env.cfg, inv)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	host, err := nic.OpenHost(netns.None())
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	eng := &nic.LinkEngine{Host: host, StateDir: env.cfg.StateDir, Range: env.cfg.LinkRange()}
+	return eng, desired, unmanaged, host.Close, nil
+}
+
+func runPlan(env *cliEnv) error {
+	eng, desired, unmanaged, closeHost, err := linkEngine(env)
+	if err != nil {
+		return err
+	}
+	defer closeHost()
+	plan, err := eng.Plan(desired)
+	if err != nil {
+		return err
+	}
+	return agent.NewPlanReport(desired, plan, unmanaged).Write(env.stdout, env.output)
+}
+
+func runApply(env *cliEnv) error {
+	eng, desired, unmanaged, closeHost, err := linkEngine(env)
+	if err != nil {
+		return err
+	}
+	defer closeHost()
+	res, err := eng.Reconcile(desired)
+	if err != nil {
+		return err
+	}
+	for _, rr := range res.Rails {
+		env.log.Info("rail applied", "rail", rr.Rail, "netdev", rr.Netdev, "converged", rr.Converged, "changes", len(rr.Applied))
+	}
+	if err := agent.NewApplyReport(res, unmanaged).Write(env.stdout, env.output); err != nil {
+		return err
+	}
+	return res.Err()
 }
