@@ -234,12 +234,9 @@ var native = nl.NativeEndian()
 
 func (h *Host) readRoutes(live *LiveState, tr TableRange) error {
 	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC}
-	names := map[int]string{}
-	for _, l := range live.Links {
-		names[l.Index] = l.Name
-	}
 	for try := 0; ; try++ {
 		var routes []Route
+		var indexes []int
 		err := h.h.RouteListFilteredIter(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
 			if !tr.HasTable(r.Table) {
 				return true
@@ -251,23 +248,34 @@ func (h *Host) readRoutes(live *LiveState, tr TableRange) error {
 					dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 				}
 			}
-			rt := Route{Table: r.Table, Dst: dst, Protocol: int(r.Protocol), Gw: addrOf(r.Gw), Src: addrOf(r.Src)}
-			if name, ok := names[r.LinkIndex]; ok {
-				rt.Dev = name
-			} else if l, err := h.h.LinkByIndex(r.LinkIndex); err == nil {
-				rt.Dev = l.Attrs().Name
-				names[r.LinkIndex] = rt.Dev
-			}
-			routes = append(routes, rt)
+			routes = append(routes, Route{Table: r.Table, Dst: dst, Protocol: int(r.Protocol), Gw: addrOf(r.Gw), Src: addrOf(r.Src)})
+			indexes = append(indexes, r.LinkIndex)
 			return true
 		})
-		if err == nil {
-			live.Routes = routes
-			return nil
+		if err != nil {
+			if !errors.Is(err, netlink.ErrDumpInterrupted) || try == dumpRetries {
+				return fmt.Errorf("list routes: %w", err)
+			}
+			continue
 		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == dumpRetries {
-			return fmt.Errorf("list routes: %w", err)
+		// Name the devices only after the dump: a request on the handle's
+		// socket in the middle of a dump would read the dump's replies.
+		names := map[int]string{}
+		for _, l := range live.Links {
+			names[l.Index] = l.Name
 		}
+		for i, idx := range indexes {
+			name, ok := names[idx]
+			if !ok && idx > 0 {
+				if l, err := h.h.LinkByIndex(idx); err == nil {
+					name = l.Attrs().Name
+				}
+				names[idx] = name
+			}
+			routes[i].Dev = name
+		}
+		live.Routes = routes
+		return nil
 	}
 }
 

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -90,7 +92,7 @@ func TestErrors(t *testing.T) {
 			want: []string{"roce-agent: sysfs root " + missing + ": stat " + missing + ": no such file or directory\n"}},
 		{name: "bad output", args: []string{"inventory", "-o", "yaml"}, code: 2, want: []string{`--output: "yaml" is not one of table, json`}},
 		{name: "no command", args: nil, code: 2, want: []string{"no command given"}},
-		{name: "unknown command", args: []string{"frobnicate"}, code: 2, want: []string{`unknown command "frobnicate" (commands: inventory, version)`}},
+		{name: "unknown command", args: []string{"frobnicate"}, code: 2, want: []string{`unknown command "frobnicate" (commands: inventory, plan, apply, version)`}},
 		{name: "unknown flag", args: []string{"inventory", "--bogus"}, code: 2, want: []string{"unknown flag: --bogus"}},
 		{name: "unknown config keys", cfg: "node:\n  name: x\n  colour: red\nsysfs_rot: /sys\nrails:\n  - rail: 0\n    netdev: eth0\n    ipv5: 10.0.0.1/31\n",
 			args: []string{"inventory"}, code: 1, want: []string{"unknown keys: node.colour, rails[0].ipv5, sysfs_rot"}},
@@ -163,18 +165,49 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestBinaryEndToEnd builds the real binary and runs it on every fixture
-// tree, as a user would.
-func TestBinaryEndToEnd(t *testing.T) {
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// binary builds the real roce-agent once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary; skipped with -short")
 	}
-	bin := filepath.Join(t.TempDir(), "roce-agent")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_CFLAGS=-Wno-deprecated-declarations")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "roce-agent-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "roce-agent")
+		build := exec.Command("go", "build", "-o", binPath, ".")
+		build.Env = append(os.Environ(), "CGO_CFLAGS=-Wno-deprecated-declarations")
+		if out, err := build.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
 	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// TestBinaryEndToEnd runs the built binary on every fixture tree, as a
+// user would.
+func TestBinaryEndToEnd(t *testing.T) {
+	bin := binary(t)
 	for _, host := range []string{"dgx-h100", "mixed-vendor", "soft-roce", "empty"} {
 		root := fixture(t, host)
 		cmd := exec.Command(bin, "inventory", "--sysfs-root", root, "--output", "json")

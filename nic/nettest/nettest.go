@@ -184,6 +184,7 @@ func (lab *Lab) AddForeignState(t testing.TB) {
 	h.MustExec(t, "ip", "address", "add", "192.168.77.1/24", "dev", "rail0")
 	h.MustExec(t, "ip", "link", "add", "mgmt0", "type", "veth", "peer", "name", "mgmt0p")
 	h.MustExec(t, "ip", "link", "set", "mgmt0", "up")
+	h.MustExec(t, "ip", "link", "set", "mgmt0p", "up")
 	h.MustExec(t, "ip", "address", "add", "172.16.5.5/24", "dev", "mgmt0")
 	h.MustExec(t, "ip", "route", "add", "10.99.0.0/16", "via", "172.16.5.1", "dev", "mgmt0")
 	h.MustExec(t, "ip", "rule", "add", "from", "172.16.5.5", "lookup", "77", "priority", "500")
@@ -202,6 +203,22 @@ func (lab *Lab) ForeignState(t testing.TB) string {
 		h.MustExec(t, "ip", "route", "show", "table", "77")
 }
 
+// Settle waits until no IPv6 address in the namespace is tentative: the
+// kernel finishes duplicate address detection of link-local addresses a
+// second or two after a link comes up, and announces it with address and
+// route events that are not the agent's.
+func (ns *NS) Settle(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if out, err := ns.Exec("ip", "-6", "-o", "address", "show", "tentative"); err == nil && strings.TrimSpace(out) == "" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: IPv6 addresses still tentative after 10s", ns.Name)
+}
+
 // Watcher counts rtnetlink change notifications in a namespace: links,
 // addresses, routes, rules and netconf (sysctl) changes of both families.
 type Watcher struct {
@@ -214,9 +231,12 @@ type Watcher struct {
 	stopOnce sync.Once
 }
 
-// Watch starts counting; Stop ends it.
+// Watch starts counting; Stop ends it. It first lets duplicate address
+// detection settle (see Settle), so what it counts is what the code under
+// test did.
 func Watch(t testing.TB, ns *NS) *Watcher {
 	t.Helper()
+	ns.Settle(t)
 	sock, err := nl.SubscribeAt(ns.Handle, netns.None(), unix.NETLINK_ROUTE,
 		unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR,
 		unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_RULE,
@@ -224,22 +244,20 @@ func Watch(t testing.TB, ns *NS) *Watcher {
 	if err != nil {
 		t.Fatalf("subscribe in %s: %v", ns.Name, err)
 	}
-	if err := sock.SetReceiveTimeout(&unix.Timeval{Usec: 50000}); err != nil {
-		t.Fatal(err)
-	}
 	w := &Watcher{sock: sock, kinds: map[uint16]int{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		for {
+			// Receive blocks in Go's poller; Stop closes the socket to end it.
 			msgs, _, err := sock.Receive()
 			if err != nil {
-				if err == unix.EAGAIN || err == unix.EWOULDBLOCK || err == unix.EINTR {
-					select {
-					case <-w.stop:
-						return
-					default:
-						continue
-					}
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				if err == unix.EAGAIN || err == unix.EINTR {
+					continue
 				}
 				return
 			}
@@ -261,8 +279,8 @@ func (w *Watcher) Stop() {
 	w.stopOnce.Do(func() {
 		time.Sleep(100 * time.Millisecond)
 		close(w.stop)
-		<-w.done
 		w.sock.Close()
+		<-w.done
 	})
 }
 

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/roce-agent/roce-agent/nic/nettest"
+)
+
+// labConfig is an 8-rail config for nettest's lab: rails pinned to the
+// veths rail0-7, /31 and /127 host addresses, the remote prefixes routed
+// via each rail's leaf.
+func labConfig(t *testing.T, stateDir string, extra string, mutate func(rail int) string) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "node: {name: lab-host}\nstate_dir: %s\nlink:\n  routes: [10.200.0.0/16, \"fc00:200::/64\"]\n%srails:\n", stateDir, extra)
+	for n := 0; n < 8; n++ {
+		line := fmt.Sprintf("  - {rail: %d, netdev: rail%d, ipv4: %q, ipv6: %q}\n", n, n, nettest.HostIPv4(n), nettest.HostIPv6(n))
+		if mutate != nil {
+			if m := mutate(n); m != "" {
+				line = m
+			}
+		}
+		b.WriteString(line)
+	}
+	return writeConfig(t, b.String())
+}
+
+func apply(t *testing.T, lab *nettest.Lab, cfg string) (int, string) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", lab.Host.Name, binary(t), "--config", cfg, "apply")
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// TestApplyEndToEnd runs the built binary in a host namespace with 8 veth
+// rails, foreign addresses, routes and rules, and a leaf namespace: apply
+// converges every rail, a second run changes nothing and causes no netlink
+// event, foreign state is intact, an address deleted by hand is restored
+// by the next run, and every bad config is rejected before any change.
+func TestApplyEndToEnd(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 8)
+	lab.AddForeignState(t)
+	foreign := lab.ForeignState(t)
+	state := t.TempDir()
+	cfg := labConfig(t, state, "", nil)
+
+	if code, out := apply(t, lab, cfg); code != 0 || !strings.Contains(out, "8 of 8 rails converged") {
+		t.Fatalf("first apply: exit %d\n%s", code, out)
+	}
+	for n := 0; n < 8; n++ {
+		if err := lab.Host.Ping(strings.TrimSuffix(nettest.HostIPv4(n), "/31"), nettest.RemoteIPv4(n)); err != nil {
+			t.Errorf("rail %d: %v", n, err)
+		}
+		if err := lab.Host.Ping(strings.TrimSuffix(nettest.HostIPv6(n), "/127"), nettest.RemoteIPv6(n)); err != nil {
+			t.Errorf("rail %d: %v", n, err)
+		}
+	}
+
+	w := nettest.Watch(t, lab.Host)
+	code, out := apply(t, lab, cfg)
+	w.Stop()
+	if code != 0 || !strings.Contains(out, "8 of 8 rails converged, 0 writes") {
+		t.Errorf("second apply: exit %d\n%s", code, out)
+	}
+	if n, kinds := w.Count(); n != 0 {
+		t.Errorf("second apply caused %d netlink events %v", n, kinds)
+	}
+	if got := lab.ForeignState(t); got != foreign {
+		t.Errorf("foreign state changed:\n%s\nvs\n%s", foreign, got)
+	}
+
+	lab.Host.MustExec(t, "ip", "address", "del", nettest.HostIPv4(4), "dev", "rail4")
+	// The kernel drops the routes that used the address with it: the repair
+	// re-adds the address and those routes, and touches no other rail.
+	if code, out := apply(t, lab, cfg); code != 0 || !strings.Contains(out, "rail 4 (rail4): converged, 3 changes") || strings.Count(out, "converged, 0 changes") != 7 {
+		t.Errorf("repair apply: exit %d\n%s", code, out)
+	}
+	if err := lab.Host.Ping("10.0.4.1", nettest.RemoteIPv4(4)); err != nil {
+		t.Errorf("after repair: %v", err)
+	}
+
+	// "MTU above the NIC maximum" is TestCheckLive's: every link type this
+	// kernel can create here (veth, vxlan) has a maximum of 65535, the
+	// largest MTU a config may ask for.
+	lab.Host.MustExec(t, "ip", "route", "add", "10.77.0.0/16", "dev", "mgmt0", "table", "2005", "proto", "boot")
+	for _, bad := range []struct {
+		name, extra string
+		mutate      func(int) string
+		want        string
+	}{
+		{"/30", "", func(n int) string {
+			if n == 2 {
+				return "  - {rail: 2, netdev: rail2, ipv4: 10.0.2.1/30}\n"
+			}
+			return ""
+		}, "rails[2].ipv4: 10.0.2.1/30: want a /31"},
+		{"leaf equals host", "", func(n int) string {
+			if n == 3 {
+				return "  - {rail: 3, netdev: rail3, ipv4: 10.0.3.1/31, leaf_ipv4: 10.0.3.1}\n"
+			}
+			return ""
+		}, "rails[3].leaf_ipv4: 10.0.3.1 is the host address"},
+		{"IPv4 in the IPv6 field", "", func(n int) string {
+			if n == 1 {
+				return "  - {rail: 1, netdev: rail1, ipv6: 10.0.1.1/31}\n"
+			}
+			return ""
+		}, "rails[1].ipv6: 10.0.1.1/31 is not an IPv6 address"},
+		{"overlap", "", func(n int) string {
+			if n == 7 {
+				return "  - {rail: 7, netdev: rail7, ipv4: 10.0.6.0/31}\n"
+			}
+			return ""
+		}, "rails[7].ipv4: 10.0.6.0/31 overlaps rails[6].ipv4"},
+		{"duplicate rail", "", func(n int) string {
+			if n == 7 {
+				return "  - {rail: 6, netdev: rail7, ipv4: 10.0.7.1/31}\n"
+			}
+			return ""
+		}, "rails[7].rail: rail 6 is also rails[6]"},
+		{"duplicate netdev", "", func(n int) string {
+			if n == 7 {
+				return "  - {rail: 7, netdev: rail6, ipv4: 10.0.7.1/31}\n"
+			}
+			return ""
+		}, `rails[7].netdev: "rail6" is also rails[6]`},
+		{"MTU below 1280 with IPv6", "  mtu: 1200\n", nil, "link.mtu: 1200 is below 1280"},
+		{"pinned netdev missing", "", func(n int) string {
+			if n == 5 {
+				return "  - {rail: 5, netdev: rail55, ipv4: 10.0.5.1/31}\n"
+			}
+			return ""
+		}, `rails: rail 5: netdev "rail55" does not exist`},
+		// AddForeignState put a rule at priority 500; rail 5 would need it.
+		{"priority range taken by a foreign rule", "  routing: {table_base: 1000, rule_priority_base: 495}\n", nil,
+			`link.routing.rule_priority_base: priority 500 (rail 5) is used by foreign rule "500: from 172.16.5.5/32 lookup 77 proto 0"`},
+		// A foreign route sits in table 2005 (added below); rail 5 would need it.
+		{"table holding foreign routes", "  routing: {table_base: 2000, rule_priority_base: 2000}\n", nil,
+			"link.routing.table_base: table 2005 (rail 5) already holds foreign route 10.77.0.0/16 (proto 3)"},
+		{"tables over the kernel's", "  routing: {table_base: 70, rule_priority_base: 2000}\n", nil, "link.routing.table_base: 70 makes the rail tables 70-325 include"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			c := labConfig(t, t.TempDir(), bad.extra, bad.mutate)
+			w := nettest.Watch(t, lab.Host)
+			code, out := apply(t, lab, c)
+			w.Stop()
+			if code == 0 || !strings.Contains(out, bad.want) {
+				t.Errorf("exit %d, want non-zero and %q in:\n%s", code, bad.want, out)
+			}
+			if n, kinds := w.Count(); n != 0 {
+				t.Errorf("rejected config caused %d netlink events %v", n, kinds)
+			}
+		})
+	}
+}
