@@ -5,6 +5,7 @@ GOBIN       := $(shell $(GO) env GOPATH)/bin
 STATICCHECK := $(GOBIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME    ?= 3s
+BENCHTIME   ?= 20x
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
@@ -14,7 +15,7 @@ EXAMPLE     ?= dgx-h100
 export CGO_ENABLED := 1
 export CGO_CFLAGS  := -Wno-deprecated-declarations
 
-.PHONY: help build run test test-unit fuzz lint tools golden clean
+.PHONY: help build run test test-unit fuzz bench lint tools golden clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +38,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 3s)
 	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+bench: ## link engine speed against iproute2 (shell and ip -batch), measured in one run (root)
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./nic/
 
 lint: $(STATICCHECK) ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

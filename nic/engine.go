@@ -10,7 +10,9 @@ import (
 // LiveHost reads and changes one network namespace; *Host is the real one.
 type LiveHost interface {
 	ReadLive(desired []RailLink, owned Owned, tr TableRange) (LiveState, error)
-	Apply(c Change) error
+	// Apply makes the changes in order, stops at the first failure and
+	// returns how many were made.
+	Apply(cs []Change) (int, error)
 }
 
 // ValidationError lists every reason the desired state cannot be applied
@@ -72,12 +74,40 @@ type LinkEngine struct {
 
 	mu        sync.Mutex
 	converged map[int]bool
+	// owned caches the ownership record: the engine is its only writer, so
+	// it is read from disk once and written through on every change.
+	owned *Owned
+}
+
+// loadOwned returns the cached ownership record, reading it the first time.
+func (e *LinkEngine) loadOwned() (Owned, error) {
+	if e.owned == nil {
+		o, err := LoadOwned(e.StateDir)
+		if err != nil {
+			return o, err
+		}
+		e.owned = &o
+	}
+	return e.owned.clone(), nil
+}
+
+// saveOwned writes the record and updates the cache.
+func (e *LinkEngine) saveOwned(o Owned) error {
+	if err := SaveOwned(e.StateDir, o); err != nil {
+		e.owned = nil // unknown state on disk: read it again next time
+		return err
+	}
+	c := o.clone()
+	e.owned = &c
+	return nil
 }
 
 // Plan reads the live state and returns what Apply would do, changing
 // nothing. A *ValidationError says why the desired state cannot apply.
 func (e *LinkEngine) Plan(desired []RailLink) (LinkPlan, error) {
-	owned, err := LoadOwned(e.StateDir)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	owned, err := e.loadOwned()
 	if err != nil {
 		return LinkPlan{}, err
 	}
@@ -99,7 +129,7 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	res := ApplyResult{Drift: map[ChangeKind]int{}}
-	owned, err := LoadOwned(e.StateDir)
+	owned, err := e.loadOwned()
 	if err != nil {
 		return res, err
 	}
@@ -123,7 +153,7 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 		}
 	}
 	if recordChanged {
-		if err := SaveOwned(e.StateDir, owned); err != nil {
+		if err := e.saveOwned(owned); err != nil {
 			return res, err
 		}
 	}
@@ -145,16 +175,10 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 			res.Rails = append(res.Rails, rr)
 			continue
 		}
-		for _, c := range byRail[r.Rail] {
-			res.Writes++
-			if err := e.Host.Apply(c); err != nil {
-				rr.Err = fmt.Errorf("%s: %w", c.Command, err)
-				if c.Kind == AddrAdd {
-					owned.remove(c.Netdev, c.Addr)
-					recordChanged = true
-				}
-				break
-			}
+		changes := byRail[r.Rail]
+		n, err := e.Host.Apply(changes)
+		res.Writes += n
+		for _, c := range changes[:n] {
 			rr.Applied = append(rr.Applied, c.Command)
 			if c.Kind == AddrDel {
 				owned.remove(c.Netdev, c.Addr)
@@ -164,6 +188,18 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 				res.Drift[c.Kind]++
 			}
 		}
+		if err != nil {
+			res.Writes++
+			failed := changes[n]
+			rr.Err = fmt.Errorf("%s: %w", failed.Command, err)
+			// Addresses never added are not the agent's.
+			for _, c := range changes[n:] {
+				if c.Kind == AddrAdd {
+					owned.remove(c.Netdev, c.Addr)
+					recordChanged = true
+				}
+			}
+		}
 		rr.Converged = rr.Err == nil
 		e.converged[r.Rail] = rr.Converged
 		res.Rails = append(res.Rails, rr)
@@ -171,7 +207,7 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 	// Owned objects of no configured rail.
 	for _, c := range byRail[-1] {
 		res.Writes++
-		if err := e.Host.Apply(c); err != nil {
+		if _, err := e.Host.Apply([]Change{c}); err != nil {
 			res.Errs = append(res.Errs, fmt.Errorf("%s: %w", c.Command, err))
 			continue
 		}
@@ -182,7 +218,7 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 		}
 	}
 	if recordChanged {
-		if err := SaveOwned(e.StateDir, owned); err != nil {
+		if err := e.saveOwned(owned); err != nil {
 			res.Errs = append(res.Errs, err)
 		}
 	}

@@ -28,6 +28,10 @@ type Host struct {
 	h       *netlink.Handle
 	raw     *nl.SocketHandle
 	procSys string
+	// work runs functions on an OS thread that lives in ns, for what
+	// follows the thread's namespace (/proc/sys/net); nil in the caller's
+	// own namespace.
+	work chan func()
 }
 
 var _ linkHandle = (*netlink.Handle)(nil)
@@ -72,11 +76,41 @@ func OpenHost(ns netns.NsHandle) (*Host, error) {
 		return nil, fmt.Errorf("open netlink socket in netns: %w", err)
 	}
 	host.raw = &nl.SocketHandle{Socket: sock}
+	if ns.IsOpen() {
+		if err := host.startWorker(); err != nil {
+			host.Close()
+			return nil, err
+		}
+	}
 	return host, nil
 }
 
-// Close releases the sockets.
+// startWorker starts the goroutine that keeps an OS thread inside the
+// namespace. The thread is never handed back to the scheduler: when the
+// goroutine ends, the runtime ends the thread with it.
+func (h *Host) startWorker() error {
+	h.work = make(chan func())
+	ready := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(h.ns); err != nil {
+			ready <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		ready <- nil
+		for fn := range h.work {
+			fn()
+		}
+	}()
+	return <-ready
+}
+
+// Close releases the sockets and the namespace thread.
 func (h *Host) Close() {
+	if h.work != nil {
+		close(h.work)
+		h.work = nil
+	}
 	h.h.Close()
 	h.raw.Close()
 }
@@ -87,38 +121,15 @@ func (h *Host) Handle() *netlink.Handle { return h.h }
 // Namespace returns the namespace handle (closed for the caller's own).
 func (h *Host) Namespace() netns.NsHandle { return h.ns }
 
-// Do runs fn with the calling goroutine's OS thread inside the namespace,
-// for what follows the thread's namespace (/proc/sys/net). In the
-// caller's own namespace it just runs fn.
+// Do runs fn on a thread inside the namespace, for what follows the
+// thread's namespace (/proc/sys/net). In the caller's own namespace it just
+// runs fn.
 func (h *Host) Do(fn func() error) error {
-	if !h.ns.IsOpen() {
+	if h.work == nil {
 		return fn()
 	}
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(h.ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// The thread is stuck in the other namespace: let it die with
-			// the goroutine instead of returning it to the scheduler.
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
+	h.work <- func() { errc <- fn() }
 	return <-errc
 }
 
@@ -134,14 +145,8 @@ func (h *Host) ReadLive(desired []RailLink, owned Owned, tr TableRange) (LiveSta
 	for nd := range owned.Addrs {
 		names[nd] = true
 	}
-	for name := range names {
-		l, ok, err := h.readLink(name)
-		if err != nil {
-			return live, err
-		}
-		if ok {
-			live.Links[name] = l
-		}
+	if err := h.readLinks(&live, names); err != nil {
+		return live, err
 	}
 	if err := h.readRoutes(&live, tr); err != nil {
 		return live, err
@@ -150,17 +155,17 @@ func (h *Host) ReadLive(desired []RailLink, owned Owned, tr TableRange) (LiveSta
 		return live, err
 	}
 	err := h.Do(func() error {
+		buf := make([]byte, 128)
 		for _, r := range desired {
 			if _, ok := live.Links[r.Netdev]; !ok {
 				continue
 			}
 			for key := range r.Sysctls() {
-				b, err := os.ReadFile(filepath.Join(h.procSys, key))
+				v, err := readSysctl(filepath.Join(h.procSys, key), buf)
 				if err != nil {
-					live.Sysctls[key] = ""
-					continue
+					v = ""
 				}
-				live.Sysctls[key] = strings.TrimSpace(string(b))
+				live.Sysctls[key] = v
 			}
 		}
 		return nil
@@ -168,66 +173,111 @@ func (h *Host) ReadLive(desired []RailLink, owned Owned, tr TableRange) (LiveSta
 	return live, err
 }
 
-func (h *Host) readLink(name string) (Link, bool, error) {
-	nl, err := h.h.LinkByName(name)
+// readSysctl reads a /proc/sys file with bare system calls: os.ReadFile's
+// stat and growth logic cost more than the read itself.
+func readSysctl(path string, buf []byte) (string, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
-			return Link{}, false, nil
-		}
-		return Link{}, false, fmt.Errorf("read link %s: %w", name, err)
+		return "", &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	a := nl.Attrs()
-	l := Link{Name: name, Index: a.Index, Up: a.Flags&net.FlagUp != 0, MTU: a.MTU}
-	var addrs []netlink.Addr
+	defer unix.Close(fd)
+	n, err := unix.Read(fd, buf)
+	if err != nil {
+		return "", &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+}
+
+// writeSysctl writes a /proc/sys file.
+func writeSysctl(path, value string) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte(value)); err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
+}
+
+// readLinks reads the named links with one RTM_GETLINK dump (decoding
+// IFLA_MAX_MTU, which vishvananda/netlink does not) and their addresses
+// with one RTM_GETADDR dump. Interrupted dumps are repeated.
+func (h *Host) readLinks(live *LiveState, names map[string]bool) error {
+	byIndex := map[int]string{}
 	for try := 0; ; try++ {
-		addrs, err = h.h.AddrList(nl, netlink.FAMILY_ALL)
+		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: h.raw}
+		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+		msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+		if err != nil {
+			if errors.Is(err, netlink.ErrDumpInterrupted) && try < dumpRetries {
+				continue
+			}
+			return fmt.Errorf("list links: %w", err)
+		}
+		for _, m := range msgs {
+			l, ok := parseLink(m)
+			if ok && names[l.Name] {
+				live.Links[l.Name] = l
+				byIndex[l.Index] = l.Name
+			}
+		}
+		break
+	}
+	var addrs []netlink.Addr
+	var err error
+	for try := 0; ; try++ {
+		addrs, err = h.h.AddrList(nil, netlink.FAMILY_ALL)
 		if err == nil || !errors.Is(err, netlink.ErrDumpInterrupted) || try == dumpRetries {
 			break
 		}
 	}
 	if err != nil {
-		return l, false, fmt.Errorf("list addresses of %s: %w", name, err)
+		return fmt.Errorf("list addresses: %w", err)
 	}
-	for _, ad := range addrs {
-		if p, ok := prefixOf(ad.IPNet); ok {
-			l.Addrs = append(l.Addrs, p)
-		}
-	}
-	l.MaxMTU, err = h.maxMTU(a.Index)
-	if err != nil {
-		return l, false, fmt.Errorf("read max mtu of %s: %w", name, err)
-	}
-	return l, true, nil
-}
-
-// maxMTU asks RTM_GETLINK for IFLA_MAX_MTU, which vishvananda/netlink
-// does not decode. 0 means the kernel did not say.
-func (h *Host) maxMTU(index int) (int, error) {
-	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, 0)
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: h.raw}
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(index)
-	req.AddData(msg)
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
-	if err != nil {
-		return 0, err
-	}
-	for _, m := range msgs {
-		if len(m) < unix.SizeofIfInfomsg {
+	for _, a := range addrs {
+		name, ok := byIndex[a.LinkIndex]
+		if !ok {
 			continue
 		}
-		attrs, err := nl.ParseRouteAttr(m[unix.SizeofIfInfomsg:])
-		if err != nil {
-			return 0, err
+		if p, ok := prefixOf(a.IPNet); ok {
+			l := live.Links[name]
+			l.Addrs = append(l.Addrs, p)
+			live.Links[name] = l
 		}
-		for _, at := range attrs {
-			if at.Attr.Type == unix.IFLA_MAX_MTU && len(at.Value) >= 4 {
-				return int(native.Uint32(at.Value)), nil
+	}
+	return nil
+}
+
+// parseLink decodes one RTM_NEWLINK message: index, flags, name, MTU and
+// maximum MTU.
+func parseLink(m []byte) (Link, bool) {
+	if len(m) < unix.SizeofIfInfomsg {
+		return Link{}, false
+	}
+	info := nl.DeserializeIfInfomsg(m)
+	l := Link{Index: int(info.Index), Up: info.Flags&unix.IFF_UP != 0}
+	attrs, err := nl.ParseRouteAttr(m[unix.SizeofIfInfomsg:])
+	if err != nil {
+		return Link{}, false
+	}
+	for _, a := range attrs {
+		switch a.Attr.Type {
+		case unix.IFLA_IFNAME:
+			l.Name = strings.TrimRight(string(a.Value), "\x00")
+		case unix.IFLA_MTU:
+			if len(a.Value) >= 4 {
+				l.MTU = int(native.Uint32(a.Value))
+			}
+		case unix.IFLA_MAX_MTU:
+			if len(a.Value) >= 4 {
+				l.MaxMTU = int(native.Uint32(a.Value))
 			}
 		}
 	}
-	return 0, nil
+	return l, l.Name != ""
 }
 
 var native = nl.NativeEndian()
@@ -340,14 +390,42 @@ func family(a netip.Addr) int {
 	return unix.AF_INET6
 }
 
-// Apply makes one change. Links are looked up by name each time, so a
-// change never acts on a stale index.
-func (h *Host) Apply(c Change) error {
-	switch c.Kind {
-	case SysctlSet:
-		return h.Do(func() error {
-			return os.WriteFile(filepath.Join(h.procSys, c.Sysctl), []byte(c.Value), 0o644)
+// Apply makes the changes in order and stops at the first that fails,
+// returning how many succeeded. Consecutive sysctl writes go to the
+// namespace's thread together.
+func (h *Host) Apply(cs []Change) (int, error) {
+	for i := 0; i < len(cs); {
+		if cs[i].Kind != SysctlSet {
+			if err := h.apply(cs[i]); err != nil {
+				return i, err
+			}
+			i++
+			continue
+		}
+		j := i
+		for j < len(cs) && cs[j].Kind == SysctlSet {
+			j++
+		}
+		done := i
+		err := h.Do(func() error {
+			for _, c := range cs[i:j] {
+				if err := writeSysctl(filepath.Join(h.procSys, c.Sysctl), c.Value); err != nil {
+					return err
+				}
+				done++
+			}
+			return nil
 		})
+		if err != nil {
+			return done, err
+		}
+		i = j
+	}
+	return len(cs), nil
+}
+
+func (h *Host) apply(c Change) error {
+	switch c.Kind {
 	case RuleAdd:
 		err := h.h.RuleAdd(nlRule(c.Rule))
 		if errors.Is(err, unix.EEXIST) {
@@ -357,9 +435,15 @@ func (h *Host) Apply(c Change) error {
 	case RuleDel:
 		return h.h.RuleDel(nlRule(c.Rule))
 	}
-	link, err := h.h.LinkByName(c.Netdev)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", c.Netdev, err)
+	// The plan carries the index it saw; a link renamed or recreated since
+	// makes the write fail instead of landing on another device.
+	var link netlink.Link = &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: c.LinkIndex, Name: c.Netdev}}
+	if c.LinkIndex <= 0 {
+		l, err := h.h.LinkByName(c.Netdev)
+		if err != nil {
+			return fmt.Errorf("find %s: %w", c.Netdev, err)
+		}
+		link = l
 	}
 	switch c.Kind {
 	case LinkUp:

@@ -63,7 +63,14 @@ type Route struct {
 	Protocol int
 }
 
-func (r Route) key() string { return fmt.Sprintf("%d %s", r.Table, r.Dst) }
+// routeKey identifies a route the way the kernel does for replace: table
+// and destination.
+type routeKey struct {
+	table int
+	dst   netip.Prefix
+}
+
+func (r Route) key() routeKey { return routeKey{r.Table, r.Dst} }
 
 // same reports whether two routes are equal in everything the agent sets.
 func (r Route) same(o Route) bool {
@@ -129,10 +136,12 @@ var kindOrder = map[ChangeKind]int{LinkUp: 0, LinkMTU: 1, SysctlSet: 2, AddrAdd:
 // Change is one write to the kernel. Command is the iproute2 or sysctl
 // command it equals.
 type Change struct {
-	Rail    int // -1 for an owned object of no configured rail
-	Netdev  string
-	Kind    ChangeKind
-	Command string
+	Rail   int // -1 for an owned object of no configured rail
+	Netdev string
+	// LinkIndex is the netdev's index when the plan was made.
+	LinkIndex int
+	Kind      ChangeKind
+	Command   string
 
 	MTU    int
 	Sysctl string // path below /proc/sys
@@ -212,7 +221,7 @@ func (p LinkPlan) Commands() []string {
 func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) LinkPlan {
 	var plan LinkPlan
 	wantAddr := map[string]map[netip.Prefix]bool{}
-	wantRoute := map[string]bool{}
+	wantRoute := map[routeKey]bool{}
 	wantRule := map[Rule]bool{}
 	blocked := map[string]bool{} // netdevs of conflicting rails: keep their owned state as is
 
@@ -230,7 +239,7 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 		}
 		var ch []Change
 		add := func(c Change) {
-			c.Rail, c.Netdev = r.Rail, r.Netdev
+			c.Rail, c.Netdev, c.LinkIndex = r.Rail, r.Netdev, link.Index
 			ch = append(ch, c)
 		}
 		if !link.Up {
@@ -286,7 +295,7 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 	}
 	for _, rt := range live.Routes {
 		if rt.Protocol == RouteProtocol && tr.HasTable(rt.Table) && !wantRoute[rt.key()] && !blocked[rt.Dev] {
-			plan.Changes = append(plan.Changes, Change{Rail: railOf(rt.Dev), Netdev: rt.Dev, Kind: RouteDel, Route: rt, Command: routeCommand("del", rt)})
+			plan.Changes = append(plan.Changes, Change{Rail: railOf(rt.Dev), Netdev: rt.Dev, LinkIndex: live.Links[rt.Dev].Index, Kind: RouteDel, Route: rt, Command: routeCommand("del", rt)})
 		}
 	}
 	railOfTable := func(table int) int {
@@ -314,7 +323,7 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 		}
 		for _, a := range owned.Addrs[nd] {
 			if hasPrefix(link.Addrs, a) && !wantAddr[nd][a] {
-				plan.Changes = append(plan.Changes, Change{Rail: railOf(nd), Netdev: nd, Kind: AddrDel, Addr: a, Command: addrCommand("del", a, nd)})
+				plan.Changes = append(plan.Changes, Change{Rail: railOf(nd), Netdev: nd, LinkIndex: link.Index, Kind: AddrDel, Addr: a, Command: addrCommand("del", a, nd)})
 			}
 		}
 	}

@@ -104,3 +104,11 @@ func (o *Owned) remove(netdev string, addr netip.Prefix) {
 		delete(o.Addrs, netdev)
 	}
 }
+
+func (o Owned) clone() Owned {
+	c := Owned{Addrs: make(map[string][]netip.Prefix, len(o.Addrs))}
+	for k, v := range o.Addrs {
+		c.Addrs[k] = append([]netip.Prefix(nil), v...)
+	}
+	return c
+}
