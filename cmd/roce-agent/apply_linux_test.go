@@ -54,6 +54,17 @@ func TestApplyEndToEnd(t *testing.T) {
 	state := t.TempDir()
 	cfg := labConfig(t, state, "", nil)
 
+	// plan shows the changes and makes none.
+	w := nettest.Watch(t, lab.Host)
+	out, err := exec.Command("ip", "netns", "exec", lab.Host.Name, binary(t), "--config", cfg, "plan").CombinedOutput()
+	w.Stop()
+	if err != nil || !strings.Contains(string(out), "120 changes, 0 conflicts") || !strings.Contains(string(out), "  ip rule add from 10.0.7.1 lookup 1007 priority 1007 protocol 171") {
+		t.Fatalf("plan: %v\n%s", err, out)
+	}
+	if n, kinds := w.Count(); n != 0 {
+		t.Errorf("plan caused %d netlink events %v", n, kinds)
+	}
+
 	if code, out := apply(t, lab, cfg); code != 0 || !strings.Contains(out, "8 of 8 rails converged") {
 		t.Fatalf("first apply: exit %d\n%s", code, out)
 	}
@@ -66,11 +77,11 @@ func TestApplyEndToEnd(t *testing.T) {
 		}
 	}
 
-	w := nettest.Watch(t, lab.Host)
-	code, out := apply(t, lab, cfg)
+	w = nettest.Watch(t, lab.Host)
+	code, out2 := apply(t, lab, cfg)
 	w.Stop()
-	if code != 0 || !strings.Contains(out, "8 of 8 rails converged, 0 writes") {
-		t.Errorf("second apply: exit %d\n%s", code, out)
+	if code != 0 || !strings.Contains(out2, "8 of 8 rails converged, 0 writes") {
+		t.Errorf("second apply: exit %d\n%s", code, out2)
 	}
 	if n, kinds := w.Count(); n != 0 {
 		t.Errorf("second apply caused %d netlink events %v", n, kinds)
