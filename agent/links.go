@@ -215,14 +215,6 @@ func poolAddr(pool netip.Prefix, offset int64) netip.Addr {
 	return a
 }
 
-// otherAddr is the other address of a /31 or /127.
-func otherAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	b[len(b)-1] ^= 1
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
 // DesiredLinks turns the configuration and the inventory's rails into the
 // link engine's desired state. Every inventory rail (pinned or not) with a
 // host address, explicit in rails[] or derived from the pools, is managed;
@@ -315,5 +307,5 @@ func railAddress(explicit, leaf string, pools []netip.Prefix, rail int, index *i
 		a, _ := netip.ParseAddr(leaf)
 		return host, a
 	}
-	return host, otherAddr(host)
+	return host, nic.PeerAddr(host)
 }

@@ -130,21 +130,28 @@ func BenchmarkApplyFromClean(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// BenchmarkApplyConverged is a reconcile of 8 converged rails: it must send
-// no write. It runs ten reconciles per iteration and reports the median.
-func BenchmarkApplyConverged(b *testing.B) {
+// convergedLab is an 8-rail lab the engine has converged.
+func convergedLab(b *testing.B) (*nettest.Lab, *Host, *LinkEngine, []RailLink) {
+	b.Helper()
 	nettest.RequireRoot(b)
 	lab := nettest.NewLab(b, 8)
 	host, err := OpenHost(lab.Host.Handle)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer host.Close()
+	b.Cleanup(host.Close)
 	eng := &LinkEngine{Host: host, StateDir: b.TempDir(), Range: TableRange{1000, 1000, 256}}
 	rails := labRails(8)
 	if res, err := eng.Reconcile(rails); err != nil || !res.Converged() {
 		b.Fatal(err, res.Err())
 	}
+	return lab, host, eng, rails
+}
+
+// BenchmarkApplyConverged is a reconcile of 8 converged rails: it must send
+// no write. It runs ten reconciles per iteration and reports the median.
+func BenchmarkApplyConverged(b *testing.B) {
+	_, _, eng, rails := convergedLab(b)
 	// Warm up, and let the kernel finish tearing down the namespaces of
 	// earlier benchmarks, which runs on the same two cores.
 	for i := 0; i < 200; i++ {
@@ -173,18 +180,7 @@ func BenchmarkApplyConverged(b *testing.B) {
 // address del` does) and times from the kernel's RTM_DELADDR event to the
 // end of the reconcile that restores it.
 func BenchmarkDriftRepair(b *testing.B) {
-	nettest.RequireRoot(b)
-	lab := nettest.NewLab(b, 8)
-	host, err := OpenHost(lab.Host.Handle)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer host.Close()
-	eng := &LinkEngine{Host: host, StateDir: b.TempDir(), Range: TableRange{1000, 1000, 256}}
-	rails := labRails(8)
-	if res, err := eng.Reconcile(rails); err != nil || !res.Converged() {
-		b.Fatal(err, res.Err())
-	}
+	lab, host, eng, rails := convergedLab(b)
 	done := make(chan struct{})
 	defer close(done)
 	updates := make(chan netlink.AddrUpdate, 64)

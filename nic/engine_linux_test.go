@@ -18,8 +18,8 @@ func labRails(n int) []RailLink {
 		r := RailLink{Rail: i, Netdev: fmt.Sprintf("rail%d", i), MTU: 9000, Table: 1000 + i, RulePriority: 1000 + i,
 			IPv4: netip.MustParsePrefix(nettest.HostIPv4(i)), IPv6: netip.MustParsePrefix(nettest.HostIPv6(i)),
 			Routes: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/16"), netip.MustParsePrefix("fc00:200::/64")}}
-		r.IPv4Leaf = otherOf(r.IPv4)
-		r.IPv6Leaf = otherOf(r.IPv6)
+		r.IPv4Leaf = PeerAddr(r.IPv4)
+		r.IPv6Leaf = PeerAddr(r.IPv6)
 		out = append(out, r)
 	}
 	return out

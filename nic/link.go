@@ -32,6 +32,15 @@ type RailLink struct {
 	SLAAC bool
 }
 
+// PeerAddr is the other address of a /31 or /127 point-to-point pair: the
+// leaf's address for a host address, and the reverse.
+func PeerAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	b[len(b)-1] ^= 1
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
 // Sysctls returns the per-interface sysctls a rail wants, keyed by their
 // /proc/sys path below /proc/sys ("net/ipv4/conf/<if>/arp_ignore").
 func (r RailLink) Sysctls() map[string]string {

@@ -12,23 +12,16 @@ func rail(n int, netdev, v4, v6 string, routes ...string) RailLink {
 	r := RailLink{Rail: n, Netdev: netdev, MTU: 9000, Table: 1000 + n, RulePriority: 1000 + n}
 	if v4 != "" {
 		r.IPv4 = netip.MustParsePrefix(v4)
-		r.IPv4Leaf = otherOf(r.IPv4)
+		r.IPv4Leaf = PeerAddr(r.IPv4)
 	}
 	if v6 != "" {
 		r.IPv6 = netip.MustParsePrefix(v6)
-		r.IPv6Leaf = otherOf(r.IPv6)
+		r.IPv6Leaf = PeerAddr(r.IPv6)
 	}
 	for _, p := range routes {
 		r.Routes = append(r.Routes, netip.MustParsePrefix(p))
 	}
 	return r
-}
-
-func otherOf(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	b[len(b)-1] ^= 1
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // converged returns the live state that PlanLinks would leave.
