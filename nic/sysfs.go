@@ -185,3 +185,23 @@ func (s *FS) LinkBase(p string) (string, error) {
 	}
 	return path.Base(filepath.ToSlash(target)), nil
 }
+
+// WriteFile writes a sysfs, debugfs or configfs attribute (no trailing
+// newline is added; the kernel parsers accept the bare value).
+func (s *FS) WriteFile(p, value string) error {
+	f, err := os.OpenFile(s.HostPath(p), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(value); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Mkdir creates a directory, as configfs groups are created
+// (mkdir /sys/kernel/config/rdma_cm/mlx5_0).
+func (s *FS) Mkdir(p string) error {
+	return os.Mkdir(s.HostPath(p), 0o755)
+}
