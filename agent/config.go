@@ -10,6 +10,7 @@ import (
 
 	"github.com/roce-agent/roce-agent/gpu"
 	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/qos"
 )
 
 // Config is the agent's configuration: the YAML file, ROCE_AGENT_* env and
@@ -22,6 +23,35 @@ type Config struct {
 	Link       LinkConfig       `mapstructure:"link"`
 	Rails      []RailConfig     `mapstructure:"rails"`
 	Addressing AddressingConfig `mapstructure:"addressing"`
+	QoS        QoSConfig        `mapstructure:"qos"`
+}
+
+// QoSConfig is the QoS profile of every rail NIC (docs/qos.md). Unset
+// knobs are left alone.
+type QoSConfig struct {
+	Trust          string       `mapstructure:"trust"`
+	PFCPriorities  []int        `mapstructure:"pfc_priorities"`
+	DSCPToPriority map[int]int  `mapstructure:"dscp_to_priority"`
+	DCBX           string       `mapstructure:"dcbx"`
+	ETS            *ETSConfig   `mapstructure:"ets"`
+	RoCETos        *int         `mapstructure:"roce_tos"`
+	RoCEMode       string       `mapstructure:"roce_mode"`
+	DCQCN          *DCQCNConfig `mapstructure:"dcqcn"`
+}
+
+// ETSConfig is the traffic class layout, eight entries each.
+type ETSConfig struct {
+	PrioTC []int    `mapstructure:"prio_tc"`
+	TSA    []string `mapstructure:"tsa"`
+	BW     []int    `mapstructure:"bw"`
+}
+
+// DCQCNConfig is DCQCN in generic parameter names (qos.DCQCNParams).
+type DCQCNConfig struct {
+	Enabled    *bool            `mapstructure:"enabled"`
+	Priorities []int            `mapstructure:"priorities"`
+	NP         map[string]int64 `mapstructure:"np"`
+	RP         map[string]int64 `mapstructure:"rp"`
 }
 
 // NodeConfig identifies the node.
@@ -164,6 +194,8 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateLink()...)
+	_, qerrs := c.QoSProfile()
+	errs = append(errs, qerrs...)
 	return errors.Join(errs...)
 }
 
@@ -190,4 +222,35 @@ func (c Config) Pins() []gpu.RailPin {
 		pins = append(pins, gpu.RailPin{Rail: *r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice})
 	}
 	return pins
+}
+
+// QoSProfile converts the qos section into the engine's profile, with the
+// problems Validate reports.
+func (c Config) QoSProfile() (qos.Profile, []error) {
+	q := c.QoS
+	p := qos.Profile{Trust: q.Trust, PFC: q.PFCPriorities, DSCPToPriority: q.DSCPToPriority, DCBX: q.DCBX, RoCETos: q.RoCETos, RoCEMode: q.RoCEMode}
+	var errs []error
+	if e := q.ETS; e != nil {
+		if len(e.PrioTC) != 8 || len(e.TSA) != 8 || len(e.BW) != 8 {
+			errs = append(errs, fmt.Errorf("qos.ets: prio_tc, tsa and bw need 8 entries each (got %d, %d, %d)", len(e.PrioTC), len(e.TSA), len(e.BW)))
+		} else {
+			var ets qos.ETSProfile
+			copy(ets.PrioTC[:], e.PrioTC)
+			copy(ets.TSA[:], e.TSA)
+			copy(ets.BW[:], e.BW)
+			p.ETS = &ets
+		}
+	}
+	if d := q.DCQCN; d != nil {
+		p.DCQCN = &qos.DCQCNProfile{Enabled: d.Enabled, Priorities: d.Priorities, NP: d.NP, RP: d.RP}
+	}
+	_, verrs := p.Validate("qos")
+	return p, append(errs, verrs...)
+}
+
+// QoSWarnings are legal QoS settings that will not give a lossless class.
+func (c Config) QoSWarnings() []string {
+	p, _ := c.QoSProfile()
+	w, _ := p.Validate("qos")
+	return w
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/qos"
 )
 
 // LinkRange is the table and priority range the configuration gives the
@@ -14,12 +15,53 @@ func (c Config) LinkRange() nic.TableRange {
 	return nic.TableRange{TableBase: c.Link.Routing.TableBase, PriorityBase: c.Link.Routing.RulePriorityBase, Size: RailTableSpan}
 }
 
+// QoSTargets are the rail NICs the QoS profile applies to: every
+// inventory rail with a netdev.
+func QoSTargets(inv *Inventory) []qos.Target {
+	var out []qos.Target
+	for _, r := range inv.Rails {
+		if r.Netdev == "" {
+			continue
+		}
+		t := qos.Target{Rail: r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice, Port: 1, PCI: r.PCI}
+		if n := inv.NIC(r.RDMADevice); n != nil {
+			t.Port, t.Driver = n.Port.Port, n.Driver
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
 // PlanReport is what `roce-agent plan` prints.
 type PlanReport struct {
-	Rails     []nic.RailLink `json:"-"`
-	Changes   []ChangeJSON   `json:"changes"`
-	Conflicts []ConflictJSON `json:"conflicts"`
-	Unmanaged []string       `json:"unmanaged"`
+	Rails       []nic.RailLink    `json:"-"`
+	Changes     []ChangeJSON      `json:"changes"`
+	Conflicts   []ConflictJSON    `json:"conflicts"`
+	Unsupported []UnsupportedJSON `json:"unsupported"`
+	Errors      []string          `json:"errors"`
+	Unmanaged   []string          `json:"unmanaged"`
+}
+
+// UnsupportedJSON is a QoS group a rail NIC cannot do, and why.
+type UnsupportedJSON struct {
+	Rail   int    `json:"rail"`
+	Netdev string `json:"netdev"`
+	Group  string `json:"group"`
+	Reason string `json:"reason"`
+}
+
+// AddQoS appends a QoS plan: its changes (kind qos-<group>), the groups a
+// NIC does not support, and the NICs whose state could not be read.
+func (r *PlanReport) AddQoS(plan qos.Plan) {
+	for _, c := range plan.Changes {
+		r.Changes = append(r.Changes, ChangeJSON{c.Rail, c.Netdev, "qos-" + string(c.Group), c.Command})
+	}
+	for _, u := range plan.Unsupported {
+		r.Unsupported = append(r.Unsupported, UnsupportedJSON{u.Rail, u.Netdev, string(u.Group), u.Reason})
+	}
+	for _, e := range plan.Errs {
+		r.Errors = append(r.Errors, e.Error())
+	}
 }
 
 // ChangeJSON is one planned or applied change.
@@ -39,7 +81,7 @@ type ConflictJSON struct {
 
 // NewPlanReport wraps a plan for output.
 func NewPlanReport(rails []nic.RailLink, plan nic.LinkPlan, unmanaged []string) *PlanReport {
-	r := &PlanReport{Rails: rails, Changes: []ChangeJSON{}, Conflicts: []ConflictJSON{}, Unmanaged: nonNil(unmanaged)}
+	r := &PlanReport{Rails: rails, Changes: []ChangeJSON{}, Conflicts: []ConflictJSON{}, Unsupported: []UnsupportedJSON{}, Errors: []string{}, Unmanaged: nonNil(unmanaged)}
 	for _, c := range plan.Changes {
 		r.Changes = append(r.Changes, ChangeJSON{c.Rail, c.Netdev, string(c.Kind), c.Command})
 	}
@@ -63,7 +105,9 @@ func (r *PlanReport) Write(w io.Writer, format string) error {
 		byRail[c.Rail] = append(byRail[c.Rail], c)
 	}
 	fmt.Fprintf(w, "%d changes, %d conflicts\n", len(r.Changes), len(r.Conflicts))
+	shown := map[int]bool{}
 	for _, rail := range r.Rails {
+		shown[rail.Rail] = true
 		switch {
 		case conflicts[rail.Rail] != "":
 			fmt.Fprintf(w, "rail %d (%s): conflict: %s\n", rail.Rail, rail.Netdev, conflicts[rail.Rail])
@@ -75,6 +119,21 @@ func (r *PlanReport) Write(w io.Writer, format string) error {
 				fmt.Fprintf(w, "  %s\n", c.Command)
 			}
 		}
+	}
+	for _, c := range r.Changes {
+		if !shown[c.Rail] && c.Rail >= 0 {
+			shown[c.Rail] = true
+			fmt.Fprintf(w, "rail %d (%s):\n", c.Rail, c.Netdev)
+			for _, cc := range byRail[c.Rail] {
+				fmt.Fprintf(w, "  %s\n", cc.Command)
+			}
+		}
+	}
+	for _, u := range r.Unsupported {
+		fmt.Fprintf(w, "rail %d (%s): qos %s unsupported: %s\n", u.Rail, u.Netdev, u.Group, u.Reason)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
 	}
 	if cleanup := byRail[-1]; len(cleanup) > 0 {
 		fmt.Fprintf(w, "owned objects no rail wants:\n")
@@ -90,12 +149,13 @@ func (r *PlanReport) Write(w io.Writer, format string) error {
 
 // ApplyReport is what `roce-agent apply` prints.
 type ApplyReport struct {
-	Converged bool             `json:"converged"`
-	Rails     []RailResultJSON `json:"rails"`
-	Cleanup   []string         `json:"cleanup"`
-	Errors    []string         `json:"errors"`
-	Writes    int              `json:"writes"`
-	Unmanaged []string         `json:"unmanaged"`
+	Converged   bool              `json:"converged"`
+	Rails       []RailResultJSON  `json:"rails"`
+	Unsupported []UnsupportedJSON `json:"unsupported"`
+	Cleanup     []string          `json:"cleanup"`
+	Errors      []string          `json:"errors"`
+	Writes      int               `json:"writes"`
+	Unmanaged   []string          `json:"unmanaged"`
 }
 
 // RailResultJSON is how one rail fared.
@@ -110,7 +170,7 @@ type RailResultJSON struct {
 
 // NewApplyReport wraps an apply result for output.
 func NewApplyReport(res nic.ApplyResult, unmanaged []string) *ApplyReport {
-	r := &ApplyReport{Converged: res.Converged(), Rails: []RailResultJSON{}, Cleanup: nonNil(res.Cleanup), Errors: []string{}, Writes: res.Writes, Unmanaged: nonNil(unmanaged)}
+	r := &ApplyReport{Converged: res.Converged(), Rails: []RailResultJSON{}, Unsupported: []UnsupportedJSON{}, Cleanup: nonNil(res.Cleanup), Errors: []string{}, Writes: res.Writes, Unmanaged: nonNil(unmanaged)}
 	for _, rr := range res.Rails {
 		j := RailResultJSON{Rail: rr.Rail, Netdev: rr.Netdev, Converged: rr.Converged, Applied: nonNil(rr.Applied), Conflict: rr.Conflict}
 		if rr.Err != nil {
@@ -122,6 +182,39 @@ func NewApplyReport(res nic.ApplyResult, unmanaged []string) *ApplyReport {
 		r.Errors = append(r.Errors, e.Error())
 	}
 	return r
+}
+
+// AddQoS merges the QoS results: applied commands and failures per rail
+// (a failure makes the rail not converged), unsupported groups, and NICs
+// whose QoS state could not be read.
+func (r *ApplyReport) AddQoS(plan qos.Plan, results []qos.Result) {
+	rail := func(n int, netdev string) *RailResultJSON {
+		for i := range r.Rails {
+			if r.Rails[i].Rail == n {
+				return &r.Rails[i]
+			}
+		}
+		r.Rails = append(r.Rails, RailResultJSON{Rail: n, Netdev: netdev, Converged: true, Applied: []string{}})
+		return &r.Rails[len(r.Rails)-1]
+	}
+	for _, res := range results {
+		rr := rail(res.Rail, res.Netdev)
+		rr.Applied = append(rr.Applied, res.Applied...)
+		r.Writes += len(res.Applied)
+		if res.Err != nil {
+			r.Writes++
+			rr.Converged, r.Converged = false, false
+			rr.Error = res.Err.Error()
+		}
+	}
+	for _, e := range plan.Errs {
+		rr := rail(e.Rail, e.Netdev)
+		rr.Converged, r.Converged = false, false
+		rr.Error = e.Err.Error()
+	}
+	for _, u := range plan.Unsupported {
+		r.Unsupported = append(r.Unsupported, UnsupportedJSON{u.Rail, u.Netdev, string(u.Group), u.Reason})
+	}
 }
 
 // Write prints the result as a table or JSON.
@@ -140,6 +233,9 @@ func (r *ApplyReport) Write(w io.Writer, format string) error {
 			ok++
 			fmt.Fprintf(w, "rail %d (%s): converged, %d changes\n", rr.Rail, rr.Netdev, len(rr.Applied))
 		}
+	}
+	for _, u := range r.Unsupported {
+		fmt.Fprintf(w, "rail %d (%s): qos %s unsupported: %s\n", u.Rail, u.Netdev, u.Group, u.Reason)
 	}
 	for _, c := range r.Cleanup {
 		fmt.Fprintf(w, "removed: %s\n", c)

@@ -31,6 +31,12 @@ type Profile struct {
 	DCQCN *DCQCNProfile
 }
 
+// Empty reports a profile that sets nothing.
+func (p Profile) Empty() bool {
+	return p.Trust == "" && p.PFC == nil && len(p.DSCPToPriority) == 0 && p.DCBX == "" && p.ETS == nil &&
+		p.RoCETos == nil && p.RoCEMode == "" && p.DCQCN == nil
+}
+
 // ETSProfile is the traffic class layout: priority to TC, each TC's
 // scheduling (strict, ets or vendor) and bandwidth share.
 type ETSProfile struct {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -172,5 +173,37 @@ func TestApplyEndToEnd(t *testing.T) {
 				t.Errorf("rejected config caused %d netlink events %v", n, kinds)
 			}
 		})
+	}
+}
+
+// TestApplyQoSOnVeth: with a qos section on veth rails (no dcbnl, no RDMA
+// device), apply reports every QoS group unsupported, still converges the
+// links, and a second run writes nothing.
+func TestApplyQoSOnVeth(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 8)
+	qosSection := "qos:\n  trust: dscp\n  pfc_priorities: [3]\n  dscp_to_priority: {26: 3, 48: 6}\n  dcbx: host\n  roce_tos: 106\n  dcqcn: {enabled: true, np: {cnp_dscp: 48, cnp_prio: 6}}\n"
+	cfg := labConfig(t, t.TempDir(), "", nil)
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, append(b, qosSection...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out := apply(t, lab, cfg)
+	if code != 0 || !strings.Contains(out, "8 of 8 rails converged") ||
+		!strings.Contains(out, "rail 3 (rail3): qos dcb unsupported: rail3 has no dcbnl (DCB) support") ||
+		!strings.Contains(out, "rail 3 (rail3): qos tos unsupported: the rail has no RDMA device") {
+		t.Fatalf("apply: exit %d\n%s", code, out)
+	}
+	w := nettest.Watch(t, lab.Host)
+	code, out = apply(t, lab, cfg)
+	w.Stop()
+	if code != 0 || !strings.Contains(out, "8 of 8 rails converged, 0 writes") {
+		t.Errorf("second apply: exit %d\n%s", code, out)
+	}
+	if n, kinds := w.Count(); n != 0 {
+		t.Errorf("second apply caused %d netlink events %v", n, kinds)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/roce-agent/roce-agent/agent"
 	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/qos"
 )
 
 // Exit codes.
@@ -247,53 +248,103 @@ func runVersion(env *cliEnv) error {
 	return nil
 }
 
-// linkEngine reads the inventory, derives the desired rail links and opens
-// the link engine on this process's network namespace.
-func linkEngine(env *cliEnv) (*nic.LinkEngine, []nic.RailLink, []string, func(), error) {
+// engines reads the inventory, derives the desired rail links and opens
+// the link engine and, when the config has a qos section, the QoS engine
+// on this process's network namespace.
+type engines struct {
+	link      *nic.LinkEngine
+	desired   []nic.RailLink
+	unmanaged []string
+	qos       *qos.Engine
+	profile   qos.Profile
+	targets   []qos.Target
+	close     func()
+}
+
+func openEngines(env *cliEnv) (*engines, error) {
 	inv, err := inventory(env)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, err
 	}
 	desired, unmanaged, err := agent.DesiredLinks(env.cfg, inv)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, err
 	}
 	host, err := nic.OpenHost(netns.None())
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, err
 	}
-	eng := &nic.LinkEngine{Host: host, StateDir: env.cfg.StateDir, Range: env.cfg.LinkRange()}
-	return eng, desired, unmanaged, host.Close, nil
+	e := &engines{
+		link:      &nic.LinkEngine{Host: host, StateDir: env.cfg.StateDir, Range: env.cfg.LinkRange()},
+		desired:   desired,
+		unmanaged: unmanaged,
+		close:     host.Close,
+	}
+	profile, _ := env.cfg.QoSProfile()
+	if !profile.Empty() {
+		fs, err := nic.NewFS(inv.SysfsRoot)
+		if err != nil {
+			host.Close()
+			return nil, err
+		}
+		e.qos = &qos.Engine{Files: fs}
+		if sock, err := qos.OpenSocket(); err != nil {
+			e.qos.DCBErr = err
+		} else {
+			e.qos.DCB = qos.NewDCB(sock)
+			e.close = func() { sock.Close(); host.Close() }
+		}
+		e.profile, e.targets = profile, agent.QoSTargets(inv)
+	}
+	for _, w := range env.cfg.QoSWarnings() {
+		env.log.Warn("qos profile", "warning", w)
+	}
+	return e, nil
 }
 
 func runPlan(env *cliEnv) error {
-	eng, desired, unmanaged, closeHost, err := linkEngine(env)
+	e, err := openEngines(env)
 	if err != nil {
 		return err
 	}
-	defer closeHost()
-	plan, err := eng.Plan(desired)
+	defer e.close()
+	plan, err := e.link.Plan(e.desired)
 	if err != nil {
 		return err
 	}
-	return agent.NewPlanReport(desired, plan, unmanaged).Write(env.stdout, env.output)
+	report := agent.NewPlanReport(e.desired, plan, e.unmanaged)
+	if e.qos != nil {
+		report.AddQoS(e.qos.Plan(e.profile, e.targets))
+	}
+	return report.Write(env.stdout, env.output)
 }
 
 func runApply(env *cliEnv) error {
-	eng, desired, unmanaged, closeHost, err := linkEngine(env)
+	e, err := openEngines(env)
 	if err != nil {
 		return err
 	}
-	defer closeHost()
-	res, err := eng.Reconcile(desired)
+	defer e.close()
+	res, err := e.link.Reconcile(e.desired)
 	if err != nil {
 		return err
 	}
-	for _, rr := range res.Rails {
+	report := agent.NewApplyReport(res, e.unmanaged)
+	if e.qos != nil {
+		plan := e.qos.Plan(e.profile, e.targets)
+		report.AddQoS(plan, e.qos.Apply(plan))
+	}
+	for _, rr := range report.Rails {
 		env.log.Info("rail applied", "rail", rr.Rail, "netdev", rr.Netdev, "converged", rr.Converged, "changes", len(rr.Applied))
 	}
-	if err := agent.NewApplyReport(res, unmanaged).Write(env.stdout, env.output); err != nil {
+	if err := report.Write(env.stdout, env.output); err != nil {
 		return err
 	}
-	return res.Err()
+	if !report.Converged {
+		if err := res.Err(); err != nil {
+			return err
+		}
+		return errors.New("not every rail converged (see above)")
+	}
+	return nil
 }
