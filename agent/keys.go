@@ -77,8 +77,9 @@ func flattenKeys(v reflect.Value, prefix string, out map[string]any) {
 		switch ft := f.Type; {
 		case ft.Kind() == reflect.Struct:
 			flattenKeys(fv, key+".", out)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-			// lists of objects (rails) come from the file only
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct, ft.Kind() == reflect.Map:
+			// lists of objects (rails) and maps (dscp_to_priority) come
+			// from the file only
 		case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct:
 		case ft.Kind() == reflect.Pointer, ft.Kind() == reflect.Slice:
 			if fv.IsNil() {
