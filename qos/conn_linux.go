@@ -3,6 +3,7 @@ package qos
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -11,6 +12,7 @@ import (
 // Socket is an rtnetlink socket for dcbnl, bound in the network namespace
 // of the thread that opened it.
 type Socket struct {
+	mu sync.Mutex // one exchange at a time: replies are matched by order
 	fd int
 }
 
@@ -39,6 +41,8 @@ func (s *Socket) Close() error { return unix.Close(s.fd) }
 // Exchange sends req (no NLM_F_ACK is needed on top of what the encoders
 // set) and reads until the NLMSG_ERROR of req's sequence number arrives.
 func (s *Socket) Exchange(req []byte) ([][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(req) < nlmsgHdrLen {
 		return nil, fmt.Errorf("short request")
 	}
@@ -64,5 +68,6 @@ func (s *Socket) Exchange(req []byte) ([][]byte, error) {
 				return out, nil
 			}
 		}
+		// A late reply to an earlier, timed-out request is skipped.
 	}
 }

@@ -163,6 +163,11 @@ func (e *Engine) planDCB(p Profile, t Target) ([]Change, string, error) {
 	if errors.Is(err, ErrUnsupported) {
 		return nil, fmt.Sprintf("%s has no dcbnl (DCB) support: %v", dev, err), nil
 	}
+	if errors.Is(err, ErrNoDevice) {
+		// The inventory came from a tree (--sysfs-root) or another
+		// namespace: the kernel this socket talks to has no such netdev.
+		return nil, fmt.Sprintf("netdev %s is not in this network namespace: %v", dev, err), nil
+	}
 	if err != nil {
 		return nil, "", err
 	}

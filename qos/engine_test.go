@@ -403,3 +403,15 @@ func TestProfileValidate(t *testing.T) {
 		t.Errorf("warnings: %q %v", w, errs)
 	}
 }
+
+// With an inventory read from a tree, the kernel has no such netdev: the
+// dcb group is unsupported and the file-based groups still plan.
+func TestNetdevNotInKernel(t *testing.T) {
+	h := newHost(t, "mlx5_core", "mlx5_0", mlx5Debugfs)
+	d := NewDCB(&fakePeer{respond: func(_ []byte, seq uint32) [][]byte { return [][]byte{ack(seq, syscall.ENODEV)} }})
+	e := &Engine{Files: h.files, DCB: d}
+	got := transcript(e.Plan(roceProfile(), []Target{h.target}))
+	if !strings.Contains(got, "dcb: unsupported: netdev eth0 is not in this network namespace") || !strings.Contains(got, "dcqcn: echo 48 >") || !strings.Contains(got, "tos: echo 106 >") {
+		t.Errorf("plan:\n%s", got)
+	}
+}

@@ -1,0 +1,183 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/roce-agent/roce-agent/gpu"
+	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/qos"
+)
+
+// Condition statuses.
+const (
+	StatusTrue        = "True"
+	StatusFalse       = "False"
+	StatusUnknown     = "Unknown"
+	StatusUnsupported = "Unsupported"
+)
+
+// Condition is one fact about a rail or the node, as design.md lists them.
+type Condition struct {
+	Type    string    `json:"type"`
+	Status  string    `json:"status"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message,omitempty"`
+	Since   time.Time `json:"since"`
+}
+
+// RailStatus is one rail's observed state.
+type RailStatus struct {
+	Rail         int           `json:"rail"`
+	Netdev       string        `json:"netdev"`
+	RDMADevice   string        `json:"rdma_device"`
+	Tenant       *TenantConfig `json:"tenant,omitempty"`
+	IPv4         string        `json:"ipv4,omitempty"`
+	IPv6         string        `json:"ipv6,omitempty"`
+	GIDIndexIPv4 int           `json:"gid_index_ipv4"`
+	GIDIndexIPv6 int           `json:"gid_index_ipv6"`
+	Conditions   []Condition   `json:"conditions"`
+}
+
+// NodeStatus is what /v1/status serves (and, later, what the agent sends
+// to the controller).
+type NodeStatus struct {
+	Node              string       `json:"node"`
+	Version           string       `json:"agent_version"`
+	AppliedGeneration int64        `json:"applied_generation"`
+	Inventory         *Inventory   `json:"inventory"`
+	Rails             []RailStatus `json:"rails"`
+	Conditions        []Condition  `json:"conditions"`
+	LastReconcile     time.Time    `json:"last_reconcile"`
+	LastError         string       `json:"last_error,omitempty"`
+}
+
+// conditionSet keeps transition times across reconciles.
+type conditionSet map[string]Condition
+
+// set records a condition, keeping Since when the status did not change.
+func (cs conditionSet) set(key string, now time.Time, c Condition) Condition {
+	if old, ok := cs[key]; ok && old.Status == c.Status {
+		c.Since = old.Since
+	} else {
+		c.Since = now
+	}
+	cs[key] = c
+	return c
+}
+
+func cond(typ string, ok bool, reason, msg string) Condition {
+	s := StatusFalse
+	if ok {
+		s = StatusTrue
+	}
+	return Condition{Type: typ, Status: s, Reason: reason, Message: msg}
+}
+
+// railConditions derives a rail's conditions from the inventory, the
+// link engine's result and desired state, the QoS plan after apply, and
+// the GID table.
+func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic.RailResult, qosPlan *qos.Plan, fs *nic.FS, netdev nic.NetdevState, netdevErr error) (RailStatus, []Condition) {
+	rs := RailStatus{Rail: r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice, GIDIndexIPv4: -1, GIDIndexIPv6: -1}
+	var out []Condition
+	if netdevErr != nil {
+		out = append(out, Condition{Type: "LinkUp", Status: StatusUnknown, Reason: "ReadFailed", Message: netdevErr.Error()})
+	} else {
+		out = append(out, cond("LinkUp", netdev.Up, map[bool]string{true: "OperUp", false: "OperDown"}[netdev.Up], ""))
+	}
+	if desired == nil {
+		for _, t := range []string{"AddressesReady", "MTUReady", "RoutingReady", "GIDReady"} {
+			out = append(out, Condition{Type: t, Status: StatusUnknown, Reason: "NotManaged", Message: "no address configured for the rail"})
+		}
+	} else {
+		if desired.IPv4.IsValid() {
+			rs.IPv4 = desired.IPv4.String()
+		}
+		if desired.IPv6.IsValid() {
+			rs.IPv6 = desired.IPv6.String()
+		}
+		converged := link != nil && link.Converged
+		reason, msg := "Converged", ""
+		if link != nil && link.Conflict != "" {
+			reason, msg = "Conflict", link.Conflict
+		} else if link != nil && link.Err != nil {
+			reason, msg = "ApplyFailed", link.Err.Error()
+		}
+		out = append(out, cond("AddressesReady", converged, reason, msg))
+		out = append(out, cond("MTUReady", netdevErr == nil && netdev.MTU == desired.MTU, "MTU", fmt.Sprintf("mtu %d, want %d", netdev.MTU, desired.MTU)))
+		out = append(out, cond("RoutingReady", converged, reason, msg))
+		gidOK, gidMsg := true, ""
+		if r.RDMADevice == "" {
+			out = append(out, Condition{Type: "GIDReady", Status: StatusUnsupported, Reason: "NoRDMADevice"})
+		} else {
+			for _, a := range []struct {
+				p   netip.Prefix
+				idx *int
+			}{{desired.IPv4, &rs.GIDIndexIPv4}, {desired.IPv6, &rs.GIDIndexIPv6}} {
+				if !a.p.IsValid() {
+					continue
+				}
+				i, err := fs.GIDIndex(r.RDMADevice, 1, a.p.Addr(), r.Netdev)
+				if err != nil {
+					gidOK, gidMsg = false, err.Error()
+					continue
+				}
+				*a.idx = i
+			}
+			out = append(out, cond("GIDReady", gidOK, map[bool]string{true: "RoCEv2GIDPresent", false: "GIDMissing"}[gidOK], gidMsg))
+		}
+	}
+	out = append(out, qosConditions(r, qosPlan)...)
+	if n := inv.NIC(r.RDMADevice); n != nil && n.PCIe != nil {
+		ok := !n.PCIe.SpeedDegraded() && !n.PCIe.WidthDegraded()
+		out = append(out, cond("PCIeLinkOK", ok, map[bool]string{true: "AtCapability", false: "Degraded"}[ok], n.PCIe.String()))
+	} else {
+		out = append(out, Condition{Type: "PCIeLinkOK", Status: StatusUnsupported, Reason: "NoPCIDevice"})
+	}
+	if len(r.GPUs) == 0 {
+		out = append(out, Condition{Type: "GPUAffinityOK", Status: StatusUnknown, Reason: "NoGPU"})
+	} else {
+		ok := r.Level <= gpu.LevelPXB
+		out = append(out, cond("GPUAffinityOK", ok, r.Level.String(), ""))
+	}
+	return rs, out
+}
+
+// qosConditions are QoSReady and DCQCNReady from the plan made after
+// apply: no change left and no error means ready.
+func qosConditions(r gpu.Rail, plan *qos.Plan) []Condition {
+	if plan == nil {
+		return []Condition{
+			{Type: "QoSReady", Status: StatusUnknown, Reason: "NoProfile"},
+			{Type: "DCQCNReady", Status: StatusUnknown, Reason: "NoProfile"},
+		}
+	}
+	state := func(typ string, groups ...qos.Group) Condition {
+		in := func(g qos.Group) bool {
+			for _, x := range groups {
+				if x == g {
+					return true
+				}
+			}
+			return false
+		}
+		for _, e := range plan.Errs {
+			if e.Rail == r.Rail {
+				return Condition{Type: typ, Status: StatusFalse, Reason: "ReadFailed", Message: e.Err.Error()}
+			}
+		}
+		for _, u := range plan.Unsupported {
+			if u.Rail == r.Rail && in(u.Group) {
+				return Condition{Type: typ, Status: StatusUnsupported, Reason: "Unsupported", Message: fmt.Sprintf("%s: %s", u.Group, u.Reason)}
+			}
+		}
+		for _, c := range plan.Changes {
+			if c.Rail == r.Rail && in(c.Group) {
+				return Condition{Type: typ, Status: StatusFalse, Reason: "Pending", Message: c.Command}
+			}
+		}
+		return Condition{Type: typ, Status: StatusTrue, Reason: "Converged"}
+	}
+	return []Condition{state("QoSReady", qos.GroupDCB, qos.GroupToS), state("DCQCNReady", qos.GroupDCQCN)}
+}
