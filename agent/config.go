@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/roce-agent/roce-agent/gpu"
 	"github.com/roce-agent/roce-agent/nic"
@@ -24,6 +25,24 @@ type Config struct {
 	Rails      []RailConfig     `mapstructure:"rails"`
 	Addressing AddressingConfig `mapstructure:"addressing"`
 	QoS        QoSConfig        `mapstructure:"qos"`
+	Listen     ListenConfig     `mapstructure:"listen"`
+	Reconcile  ReconcileConfig  `mapstructure:"reconcile"`
+}
+
+// ListenConfig is where the daemon serves HTTP.
+type ListenConfig struct {
+	// Metrics serves /metrics, /healthz, /readyz and /v1/status.
+	Metrics string `mapstructure:"metrics"`
+}
+
+// ReconcileConfig paces the daemon's loop.
+type ReconcileConfig struct {
+	// ResyncInterval is the period of a full resync (inventory and
+	// reconcile) behind the event-driven reconciles.
+	ResyncInterval time.Duration `mapstructure:"resync_interval"`
+	// Debounce is how long an event burst is collected before one
+	// reconcile.
+	Debounce time.Duration `mapstructure:"debounce"`
 }
 
 // QoSConfig is the QoS profile of every rail NIC (docs/qos.md). Unset
@@ -99,7 +118,7 @@ type TenantConfig struct {
 // LogConfig selects the log level and format.
 type LogConfig struct {
 	Level  string `mapstructure:"level"`  // debug, info, warn, error
-	Format string `mapstructure:"format"` // text or json
+	Format string `mapstructure:"format"` // auto (json under systemd or Kubernetes), text or json
 }
 
 // RailConfig is one rail's desired state: optionally pinned to a NIC (by
@@ -123,7 +142,9 @@ func DefaultConfig() Config {
 	return Config{
 		SysfsRoot: nic.DefaultRoot,
 		StateDir:  "/var/lib/roce-agent",
-		Log:       LogConfig{Level: "info", Format: "text"},
+		Log:       LogConfig{Level: "info", Format: "auto"},
+		Listen:    ListenConfig{Metrics: ":9487"},
+		Reconcile: ReconcileConfig{ResyncInterval: time.Minute, Debounce: 10 * time.Millisecond},
 		Link: LinkConfig{
 			MTU:     9000,
 			Routing: RoutingConfig{TableBase: 1000, RulePriorityBase: 1000},
@@ -147,9 +168,15 @@ func (c Config) Validate() error {
 		fail("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	switch c.Log.Format {
-	case "text", "json":
+	case "auto", "text", "json":
 	default:
-		fail("log.format", "%q is not one of text, json", c.Log.Format)
+		fail("log.format", "%q is not one of auto, text, json", c.Log.Format)
+	}
+	if c.Reconcile.ResyncInterval < time.Second {
+		fail("reconcile.resync_interval", "%s is below 1s", c.Reconcile.ResyncInterval)
+	}
+	if c.Reconcile.Debounce < 0 || c.Reconcile.Debounce > 10*time.Second {
+		fail("reconcile.debounce", "%s is outside 0-10s", c.Reconcile.Debounce)
 	}
 	if c.StateDir == "" {
 		fail("state_dir", "must not be empty")

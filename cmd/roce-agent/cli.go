@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/pflag"
@@ -34,6 +37,7 @@ type command struct {
 
 var commands = []command{
 	{"inventory", "print GPUs, RDMA NICs, their PCIe affinity and the rails", runInventory},
+	{"run", "run the daemon: keep rails converged, serve /metrics, /healthz, /readyz, /v1/status", runDaemon},
 	{"plan", "print the link changes apply would make (changes nothing)", runPlan},
 	{"apply", "converge every rail's link state once and exit (non-zero if a rail did not converge)", runApply},
 	{"version", "print the version", runVersion},
@@ -41,6 +45,7 @@ var commands = []command{
 
 // cliEnv is what a subcommand gets: the loaded config and where to write.
 type cliEnv struct {
+	flags  *pflag.FlagSet
 	cfg    agent.Config
 	output string
 	stdout io.Writer
@@ -73,7 +78,7 @@ func newFlagSet(stderr io.Writer) *pflag.FlagSet {
 	fs.String("sysfs-root", nic.DefaultRoot, "sysfs tree to read (a host mount or a fixture tree)")
 	fs.StringP("output", "o", "table", "output format: table or json")
 	fs.String("log-level", "info", "log level: debug, info, warn, error")
-	fs.String("log-format", "text", "log format: text or json")
+	fs.String("log-format", "auto", "log format: auto (json under systemd or Kubernetes), text or json")
 	fs.BoolP("help", "h", false, "show this help")
 	fs.SortFlags = false
 	fs.Usage = func() {}
@@ -131,7 +136,7 @@ func runE(args []string, stdout, stderr io.Writer) (int, error) {
 	if err != nil {
 		return exitError, err
 	}
-	env := &cliEnv{cfg: cfg, output: output, stdout: stdout, log: logger, nvml: func() nvml.Interface { return nvml.New() }}
+	env := &cliEnv{flags: fs, cfg: cfg, output: output, stdout: stdout, log: logger, nvml: func() nvml.Interface { return nvml.New() }}
 	if err := cmd.run(env); err != nil {
 		return exitError, err
 	}
@@ -194,7 +199,16 @@ func newLogger(w io.Writer, c agent.LogConfig) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log.level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
+	format := c.Format
+	if format == "auto" {
+		format = "text"
+		// systemd sets JOURNAL_STREAM for a service's stderr; Kubernetes
+		// sets KUBERNETES_SERVICE_HOST in every pod.
+		if os.Getenv("JOURNAL_STREAM") != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+			format = "json"
+		}
+	}
+	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -347,4 +361,34 @@ func runApply(env *cliEnv) error {
 		return errors.New("not every rail converged (see above)")
 	}
 	return nil
+}
+
+func runDaemon(env *cliEnv) error {
+	cfg := env.cfg
+	d, err := agent.NewDaemon(agent.DaemonOptions{
+		Config: cfg, Version: versionInfo()["version"], Log: env.log, NVML: env.nvml,
+		Netns: netns.None(), Debounce: cfg.Reconcile.Debounce, Resync: cfg.Reconcile.ResyncInterval,
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			next, err := loadConfig(env.flags)
+			if err != nil {
+				env.log.Error("reload rejected; keeping the running config", "err", err)
+				continue
+			}
+			if err := d.Reload(next); err != nil {
+				env.log.Error("reload failed; keeping the running config", "err", err)
+			}
+		}
+	}()
+	return d.Run(ctx, cfg.Listen.Metrics)
 }

@@ -1,0 +1,534 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/qos"
+)
+
+// DaemonOptions configure the daemon.
+type DaemonOptions struct {
+	Config  Config
+	Version string
+	Log     *slog.Logger
+	// NVML is asked for GPUs when the sysfs root is the live /sys.
+	NVML func() nvml.Interface
+	// Netns is the namespace the rails live in; closed means the
+	// process's own.
+	Netns netns.NsHandle
+	// Debounce is how long an event burst is collected before one
+	// reconcile; Resync is the period of a full resync (inventory and
+	// reconcile) that catches what events miss.
+	Debounce, Resync time.Duration
+	Notifier         Notifier
+}
+
+// Daemon is `roce-agent run`: it keeps the rails converged, driven by
+// netlink events and a periodic resync, and says how the node is.
+type Daemon struct {
+	opts    DaemonOptions
+	log     *slog.Logger
+	host    *nic.Host
+	sock    *qos.Socket
+	dcb     *qos.DCB
+	dcbErr  error
+	metrics *Metrics
+
+	mu      sync.Mutex // guards what follows
+	cfg     Config
+	fs      *nic.FS
+	link    *nic.LinkEngine
+	inv     *Inventory
+	desired []nic.RailLink
+	status  *NodeStatus
+	conds   map[string]conditionSet
+	stale   bool // re-read the inventory on the next reconcile
+
+	trigger    chan struct{}
+	heartbeat  atomic.Int64 // unix nanoseconds of the loop's last sign of life
+	ready      atomic.Bool
+	Reconciles atomic.Int64 // reconciles run, for tests
+}
+
+// NewDaemon opens the namespace's netlink and dcbnl sockets and the
+// metrics registry. The configuration must have passed Validate.
+func NewDaemon(opts DaemonOptions) (*Daemon, error) {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 10 * time.Millisecond
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = time.Minute
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	host, err := nic.OpenHost(opts.Netns)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{opts: opts, log: opts.Log, host: host, trigger: make(chan struct{}, 1), conds: map[string]conditionSet{}, stale: true}
+	d.dcbErr = host.Do(func() (err error) { d.sock, err = qos.OpenSocket(); return err })
+	if d.dcbErr == nil {
+		d.dcb = qos.NewDCB(d.sock)
+	}
+	if err := d.setConfig(opts.Config); err != nil {
+		d.Close()
+		return nil, err
+	}
+	var pfc PFCReader
+	if d.dcb != nil {
+		pfc = d.dcb
+	}
+	d.metrics = NewMetrics(opts.Version, d.fs, pfc, d.Status, d.log)
+	d.heartbeat.Store(time.Now().UnixNano())
+	return d, nil
+}
+
+// Close releases the sockets.
+func (d *Daemon) Close() {
+	if d.sock != nil {
+		d.sock.Close()
+	}
+	d.host.Close()
+}
+
+func (d *Daemon) setConfig(cfg Config) error {
+	fs, err := nic.NewFS(cfg.SysfsRoot)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg, d.fs, d.stale = cfg, fs, true
+	d.link = &nic.LinkEngine{Host: d.host, StateDir: cfg.StateDir, Range: cfg.LinkRange()}
+	return nil
+}
+
+// Reload swaps in a new configuration (already validated) and reconciles.
+// Changes that follow from it do not count as drift.
+func (d *Daemon) Reload(cfg Config) error {
+	_ = d.opts.Notifier.Reloading()
+	if err := d.setConfig(cfg); err != nil {
+		return err
+	}
+	d.log.Info("config reloaded")
+	d.Trigger()
+	return nil
+}
+
+// Trigger asks for a reconcile; a burst of triggers costs one.
+func (d *Daemon) Trigger() {
+	select {
+	case d.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns the latest node status (nil before the first reconcile).
+func (d *Daemon) Status() *NodeStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.status
+}
+
+// Metrics returns the daemon's metrics.
+func (d *Daemon) Metrics() *Metrics { return d.metrics }
+
+// Healthy reports a live loop: it showed a sign of life in the last 30 s.
+func (d *Daemon) Healthy() bool {
+	return time.Since(time.Unix(0, d.heartbeat.Load())) < 30*time.Second
+}
+
+// Ready reports that the first reconcile is done.
+func (d *Daemon) Ready() bool { return d.ready.Load() }
+
+// Handler serves /metrics, /healthz, /readyz and /v1/status.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Healthy(), "loop stuck") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Ready(), "first reconcile not done") })
+	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		st := d.Status()
+		if st == nil {
+			http.Error(w, "first reconcile not done", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+	})
+	return mux
+}
+
+func probe(w http.ResponseWriter, ok bool, why string) {
+	if !ok {
+		http.Error(w, why, http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Run reconciles, serves HTTP on listen (empty: no server), and loops on
+// netlink events, the resync timer and ctx until ctx ends.
+func (d *Daemon) Run(ctx context.Context, listen string) error {
+	if listen != "" {
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", listen, err)
+		}
+		srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		d.log.Info("serving", "listen", ln.Addr().String())
+	}
+	done := make(chan struct{})
+	defer close(done)
+	if err := d.subscribe(done); err != nil {
+		return err
+	}
+	if err := d.reconcile(); err != nil {
+		d.log.Error("reconcile failed", "err", err)
+	}
+	d.ready.Store(true)
+	_ = d.opts.Notifier.Ready(d.summary())
+
+	if every := d.opts.Notifier.WatchdogInterval(); every > 0 {
+		go d.watchdog(ctx, every)
+	}
+	resync := time.NewTicker(d.opts.Resync)
+	defer resync.Stop()
+	alive := time.NewTicker(time.Second)
+	defer alive.Stop()
+	for {
+		d.heartbeat.Store(time.Now().UnixNano())
+		select {
+		case <-ctx.Done():
+			_ = d.opts.Notifier.Stopping()
+			d.log.Info("stopping")
+			return nil
+		case <-alive.C:
+		case <-resync.C:
+			d.mu.Lock()
+			d.stale = true
+			d.mu.Unlock()
+			d.runReconcile()
+		case <-d.trigger:
+			// Debounce: let the rest of a burst arrive, then reconcile once.
+			t := time.NewTimer(d.opts.Debounce)
+		collect:
+			for {
+				select {
+				case <-d.trigger:
+				case <-t.C:
+					break collect
+				case <-ctx.Done():
+					t.Stop()
+					break collect
+				}
+			}
+			d.runReconcile()
+		}
+	}
+}
+
+func (d *Daemon) runReconcile() {
+	if err := d.reconcile(); err != nil {
+		d.log.Error("reconcile failed", "err", err)
+	}
+	_ = d.opts.Notifier.Status(d.summary())
+}
+
+func (d *Daemon) watchdog(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if d.Healthy() {
+				_ = d.opts.Notifier.Watchdog()
+			}
+		}
+	}
+}
+
+// subscribe forwards link, address and route events of the namespace as
+// triggers. The receivers drain the kernel continuously, so an event storm
+// costs one reconcile per debounce window and no goroutines.
+func (d *Daemon) subscribe(done <-chan struct{}) error {
+	var ns *netns.NsHandle
+	if d.opts.Netns.IsOpen() {
+		ns = &d.opts.Netns
+	}
+	errf := func(err error) { d.log.Warn("netlink subscription", "err", err) }
+	links := make(chan netlink.LinkUpdate, 256)
+	addrs := make(chan netlink.AddrUpdate, 256)
+	routes := make(chan netlink.RouteUpdate, 256)
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: ns, ErrorCallback: errf}); err != nil {
+		return fmt.Errorf("subscribe to link events: %w", err)
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: ns, ErrorCallback: errf}); err != nil {
+		return fmt.Errorf("subscribe to address events: %w", err)
+	}
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: errf}); err != nil {
+		return fmt.Errorf("subscribe to route events: %w", err)
+	}
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case _, ok := <-links:
+				if !ok {
+					return
+				}
+			case _, ok := <-addrs:
+				if !ok {
+					return
+				}
+			case _, ok := <-routes:
+				if !ok {
+					return
+				}
+			}
+			d.Trigger()
+		}
+	}()
+	return nil
+}
+
+// Reconcile runs one reconcile now (tests and `apply`-like callers).
+func (d *Daemon) Reconcile() error { return d.reconcile() }
+
+func (d *Daemon) reconcile() error {
+	start := time.Now()
+	d.Reconciles.Add(1)
+	d.metrics.Reconciles.Inc()
+	err := d.reconcileOnce()
+	d.metrics.ReconcileDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		d.metrics.ReconcileErrors.Inc()
+		d.mu.Lock()
+		if d.status != nil {
+			d.status.LastError = err.Error()
+		}
+		d.mu.Unlock()
+	}
+	return err
+}
+
+func (d *Daemon) reconcileOnce() error {
+	d.mu.Lock()
+	cfg, fs, link, stale := d.cfg, d.fs, d.link, d.stale
+	inv, desired := d.inv, d.desired
+	d.mu.Unlock()
+
+	if stale || inv == nil {
+		opts := InventoryOptions{Node: cfg.Node.Name, FS: fs, Pins: cfg.Pins()}
+		if fs.IsHost() && d.opts.NVML != nil {
+			opts.NVML = d.opts.NVML()
+		}
+		var err error
+		if inv, err = DiscoverInventory(opts); err != nil {
+			return fmt.Errorf("inventory: %w", err)
+		}
+		if desired, _, err = DesiredLinks(cfg, inv); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.inv, d.desired, d.stale = inv, desired, false
+		d.mu.Unlock()
+	}
+
+	res, err := link.Reconcile(desired)
+	if err != nil {
+		return err
+	}
+	for kind, n := range res.Drift {
+		d.metrics.Drift.WithLabelValues(string(kind)).Add(float64(n))
+		d.log.Info("drift repaired", "kind", string(kind), "count", n)
+	}
+	var qosAfter *qos.Plan
+	profile, _ := cfg.QoSProfile()
+	if !profile.Empty() {
+		eng := &qos.Engine{Files: fs, DCB: d.dcb, DCBErr: d.dcbErr}
+		plan := eng.Plan(profile, QoSTargets(inv))
+		results := eng.Apply(plan)
+		after := remaining(plan, results)
+		qosAfter = &after
+	}
+	linkRes := map[int]*nic.RailResult{}
+	for i := range res.Rails {
+		linkRes[res.Rails[i].Rail] = &res.Rails[i]
+	}
+	desiredOf := map[int]*nic.RailLink{}
+	for i := range desired {
+		desiredOf[desired[i].Rail] = &desired[i]
+	}
+	now := time.Now()
+	st := &NodeStatus{Node: inv.Node, Version: d.opts.Version, Inventory: inv, LastReconcile: now}
+	d.mu.Lock()
+	for _, r := range inv.Rails {
+		nd, nerr := fs.ReadNetdev(r.Netdev)
+		rs, conds := railConditions(inv, r, desiredOf[r.Rail], linkRes[r.Rail], qosAfter, fs, nd, nerr)
+		for _, rc := range cfg.Rails {
+			if rc.Rail != nil && *rc.Rail == r.Rail {
+				rs.Tenant = rc.Tenant
+			}
+		}
+		set := d.conds[fmt.Sprint(r.Rail)]
+		if set == nil {
+			set = conditionSet{}
+			d.conds[fmt.Sprint(r.Rail)] = set
+		}
+		for _, c := range conds {
+			rs.Conditions = append(rs.Conditions, set.set(c.Type, now, c))
+		}
+		st.Rails = append(st.Rails, rs)
+	}
+	nodeSet := d.conds["node"]
+	if nodeSet == nil {
+		nodeSet = conditionSet{}
+		d.conds["node"] = nodeSet
+	}
+	for _, c := range nodeConditions(inv, fs) {
+		st.Conditions = append(st.Conditions, nodeSet.set(c.Type, now, c))
+	}
+	if !res.Converged() {
+		st.LastError = res.Err().Error()
+	}
+	d.status = st
+	d.mu.Unlock()
+
+	if err := d.handOff(cfg, st); err != nil {
+		d.log.Warn("nccl hand-off", "err", err)
+	}
+	if err := saveDesired(cfg.StateDir, desired); err != nil {
+		d.log.Warn("persist desired state", "err", err)
+	}
+	if !res.Converged() {
+		return res.Err()
+	}
+	return nil
+}
+
+// remaining is the QoS plan after apply: what did not get applied.
+func remaining(plan qos.Plan, results []qos.Result) qos.Plan {
+	out := qos.Plan{Unsupported: plan.Unsupported, Errs: plan.Errs}
+	applied := map[string]bool{}
+	for _, r := range results {
+		for _, c := range r.Applied {
+			applied[c] = true
+		}
+		if r.Err != nil {
+			out.Errs = append(out.Errs, qos.RailError{Rail: r.Rail, Netdev: r.Netdev, Err: r.Err})
+		}
+	}
+	for _, c := range plan.Changes {
+		if !applied[c.Command] {
+			out.Changes = append(out.Changes, c)
+		}
+	}
+	return out
+}
+
+// nodeConditions are NVMLReady and PeerMemReady.
+func nodeConditions(inv *Inventory, fs *nic.FS) []Condition {
+	var out []Condition
+	switch {
+	case inv.NVML.Available:
+		out = append(out, Condition{Type: "NVMLReady", Status: StatusTrue, Reason: "Available", Message: "driver " + inv.NVML.DriverVersion})
+	case inv.NVML.Queried:
+		out = append(out, Condition{Type: "NVMLReady", Status: StatusFalse, Reason: "Unavailable", Message: inv.NVML.Error})
+	default:
+		out = append(out, Condition{Type: "NVMLReady", Status: StatusUnknown, Reason: "NotQueried"})
+	}
+	peermem := false
+	for _, m := range []string{"nvidia_peermem", "nv_peer_mem"} {
+		if s, err := fs.ReadString("/module/" + m + "/initstate"); err == nil && s == "live" {
+			peermem = true
+		}
+	}
+	switch {
+	case len(inv.GPUs) == 0:
+		out = append(out, Condition{Type: "PeerMemReady", Status: StatusUnknown, Reason: "NoGPU"})
+	case peermem:
+		out = append(out, Condition{Type: "PeerMemReady", Status: StatusTrue, Reason: "ModuleLoaded"})
+	default:
+		out = append(out, Condition{Type: "PeerMemReady", Status: StatusFalse, Reason: "ModuleNotLoaded",
+			Message: "nvidia_peermem is not loaded; GPUDirect RDMA needs it or DMA-BUF"})
+	}
+	return out
+}
+
+func (d *Daemon) handOff(cfg Config, st *NodeStatus) error {
+	data, notes := NCCLEnv(st.Rails, cfg.QoS.RoCETos)
+	for _, n := range notes {
+		d.log.Warn("nccl hand-off", "note", n)
+	}
+	changed, err := writeIfChanged(ncclPath(cfg.StateDir), data)
+	if changed {
+		d.log.Info("nccl env written", "path", ncclPath(cfg.StateDir))
+	}
+	return err
+}
+
+// DesiredFile records the last applied desired state under the state
+// directory.
+const DesiredFile = "desired.json"
+
+func saveDesired(stateDir string, desired []nic.RailLink) error {
+	b, err := json.MarshalIndent(desired, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = writeIfChanged(filepath.Join(stateDir, DesiredFile), append(b, '\n'))
+	return err
+}
+
+// summary is the one-line STATUS= for systemd.
+func (d *Daemon) summary() string {
+	st := d.Status()
+	if st == nil {
+		return "starting"
+	}
+	ok := 0
+	for _, r := range st.Rails {
+		good := true
+		for _, c := range r.Conditions {
+			if c.Status == StatusFalse {
+				good = false
+			}
+		}
+		if good {
+			ok++
+		}
+	}
+	s := fmt.Sprintf("%d/%d rails healthy, last reconcile %s", ok, len(st.Rails), st.LastReconcile.Format(time.RFC3339))
+	if st.LastError != "" {
+		s += " (error)"
+	}
+	return s
+}
