@@ -94,7 +94,7 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 	if d.dcb != nil {
 		pfc = d.dcb
 	}
-	d.metrics = NewMetrics(opts.Version, d.fs, pfc, d.Status, d.log)
+	d.metrics = NewMetrics(opts.Version, d.fs, pfc, d.netdevState, d.Status, d.log)
 	d.heartbeat.Store(time.Now().UnixNano())
 	return d, nil
 }
@@ -282,7 +282,13 @@ func (d *Daemon) subscribe(done <-chan struct{}) error {
 	if d.opts.Netns.IsOpen() {
 		ns = &d.opts.Netns
 	}
-	errf := func(err error) { d.log.Warn("netlink subscription", "err", err) }
+	errf := func(err error) {
+		select {
+		case <-done: // closing the subscription at shutdown
+		default:
+			d.log.Warn("netlink subscription", "err", err)
+		}
+	}
 	links := make(chan netlink.LinkUpdate, 256)
 	addrs := make(chan netlink.AddrUpdate, 256)
 	routes := make(chan netlink.RouteUpdate, 256)
@@ -346,7 +352,7 @@ func (d *Daemon) reconcileOnce() error {
 	d.mu.Unlock()
 
 	if stale || inv == nil {
-		opts := InventoryOptions{Node: cfg.Node.Name, FS: fs, Pins: cfg.Pins()}
+		opts := InventoryOptions{Node: cfg.Node.Name, FS: fs, Pins: cfg.Pins(), NetdevExists: d.netdevExists}
 		if fs.IsHost() && d.opts.NVML != nil {
 			opts.NVML = d.opts.NVML()
 		}
@@ -387,12 +393,21 @@ func (d *Daemon) reconcileOnce() error {
 	for i := range desired {
 		desiredOf[desired[i].Rail] = &desired[i]
 	}
+	type netdevRead struct {
+		st  nic.NetdevState
+		err error
+	}
+	netdevs := map[string]netdevRead{}
+	for _, r := range inv.Rails {
+		st, err := d.netdevState(r.Netdev)
+		netdevs[r.Netdev] = netdevRead{st, err}
+	}
 	now := time.Now()
 	st := &NodeStatus{Node: inv.Node, Version: d.opts.Version, Inventory: inv, LastReconcile: now}
 	d.mu.Lock()
 	for _, r := range inv.Rails {
-		nd, nerr := fs.ReadNetdev(r.Netdev)
-		rs, conds := railConditions(inv, r, desiredOf[r.Rail], linkRes[r.Rail], qosAfter, fs, nd, nerr)
+		nd, nerr := netdevs[r.Netdev].st, netdevs[r.Netdev].err
+		rs, conds := railConditions(inv, r, desiredOf[r.Rail], linkRes[r.Rail], profile, qosAfter, fs, nd, nerr)
 		for _, rc := range cfg.Rails {
 			if rc.Rail != nil && *rc.Rail == r.Rail {
 				rs.Tenant = rc.Tenant
@@ -432,6 +447,33 @@ func (d *Daemon) reconcileOnce() error {
 		return res.Err()
 	}
 	return nil
+}
+
+// netdevExists looks a netdev up in the rails' namespace.
+func (d *Daemon) netdevExists(name string) bool {
+	_, err := d.host.Handle().LinkByName(name)
+	return err == nil
+}
+
+// netdevState is a netdev's state from netlink in the rails' namespace
+// (sysfs shows the namespace sysfs was mounted in), with the speed from
+// sysfs where it has the netdev.
+func (d *Daemon) netdevState(name string) (nic.NetdevState, error) {
+	st := nic.NetdevState{SpeedMbs: -1}
+	l, err := d.host.Handle().LinkByName(name)
+	if err != nil {
+		return st, fmt.Errorf("find %s: %w", name, err)
+	}
+	a := l.Attrs()
+	st.Up = a.OperState == netlink.OperUp || (a.OperState == netlink.OperUnknown && a.Flags&net.FlagUp != 0)
+	st.MTU = a.MTU
+	d.mu.Lock()
+	fs := d.fs
+	d.mu.Unlock()
+	if s, err := fs.ReadNetdev(name); err == nil {
+		st.SpeedMbs = s.SpeedMbs
+	}
+	return st, nil
 }
 
 // remaining is the QoS plan after apply: what did not get applied.

@@ -42,6 +42,10 @@ type InventoryOptions struct {
 	// NVML is asked for GPUs when set; nil means a sysfs PCI scan only.
 	NVML nvml.Interface
 	Pins []gpu.RailPin
+	// NetdevExists says whether a pinned netdev without an RDMA device
+	// exists; nil checks /class/net of the tree. The daemon passes a
+	// netlink lookup in the rails' namespace.
+	NetdevExists func(string) bool
 }
 
 // DiscoverInventory reads the node inventory. Only a rail pin that names a
@@ -61,7 +65,10 @@ func DiscoverInventory(opts InventoryOptions) (*Inventory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discover gpus: %w", err)
 	}
-	netdevExists := func(name string) bool { return opts.FS.Exists(path.Join("/class/net", name)) }
+	netdevExists := opts.NetdevExists
+	if netdevExists == nil {
+		netdevExists = func(name string) bool { return opts.FS.Exists(path.Join("/class/net", name)) }
+	}
 	rails, nonRail, err := gpu.AssignRails(gpus.GPUs, nics, opts.Pins, netdevExists)
 	if err != nil {
 		return nil, err

@@ -28,7 +28,7 @@ type Metrics struct {
 
 // NewMetrics registers the agent's metrics; snap gives the collector the
 // current inventory and status at scrape time.
-func NewMetrics(version string, fs *nic.FS, pfc PFCReader, snap func() *NodeStatus, log *slog.Logger) *Metrics {
+func NewMetrics(version string, fs *nic.FS, pfc PFCReader, netdev func(string) (nic.NetdevState, error), snap func() *NodeStatus, log *slog.Logger) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		Reconciles: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "reconcile", Name: "runs_total",
@@ -44,7 +44,7 @@ func NewMetrics(version string, fs *nic.FS, pfc PFCReader, snap func() *NodeStat
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
 	build.Set(1)
 	m.Registry.MustRegister(m.Reconciles, m.ReconcileErrors, m.ReconcileDuration, m.Drift, build,
-		&nodeCollector{fs: fs, pfc: pfc, snap: snap, log: log, wraps: map[string]*wrap{}})
+		&nodeCollector{fs: fs, pfc: pfc, netdev: netdev, snap: snap, log: log, wraps: map[string]*wrap{}})
 	return m
 }
 
@@ -80,10 +80,11 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 // nodeCollector reads hardware state at scrape time. It is unchecked (its
 // Describe sends nothing) because counter names depend on the driver.
 type nodeCollector struct {
-	fs   *nic.FS
-	pfc  PFCReader
-	snap func() *NodeStatus
-	log  *slog.Logger
+	fs     *nic.FS
+	pfc    PFCReader
+	netdev func(string) (nic.NetdevState, error)
+	snap   func() *NodeStatus
+	log    *slog.Logger
 
 	mu    sync.Mutex
 	wraps map[string]*wrap
@@ -196,7 +197,7 @@ func (c *nodeCollector) collectLinks(ch chan<- prometheus.Metric, inv *Inventory
 			continue
 		}
 		seen[r.Netdev] = true
-		st, err := c.fs.ReadNetdev(r.Netdev)
+		st, err := c.netdev(r.Netdev)
 		if err != nil {
 			errs = append(errs, err)
 			continue

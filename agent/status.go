@@ -78,7 +78,7 @@ func cond(typ string, ok bool, reason, msg string) Condition {
 // railConditions derives a rail's conditions from the inventory, the
 // link engine's result and desired state, the QoS plan after apply, and
 // the GID table.
-func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic.RailResult, qosPlan *qos.Plan, fs *nic.FS, netdev nic.NetdevState, netdevErr error) (RailStatus, []Condition) {
+func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic.RailResult, profile qos.Profile, qosPlan *qos.Plan, fs *nic.FS, netdev nic.NetdevState, netdevErr error) (RailStatus, []Condition) {
 	rs := RailStatus{Rail: r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice, GIDIndexIPv4: -1, GIDIndexIPv6: -1}
 	var out []Condition
 	if netdevErr != nil {
@@ -128,7 +128,7 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic
 			out = append(out, cond("GIDReady", gidOK, map[bool]string{true: "RoCEv2GIDPresent", false: "GIDMissing"}[gidOK], gidMsg))
 		}
 	}
-	out = append(out, qosConditions(r, qosPlan)...)
+	out = append(out, qosConditions(r, profile, qosPlan)...)
 	if n := inv.NIC(r.RDMADevice); n != nil && n.PCIe != nil {
 		ok := !n.PCIe.SpeedDegraded() && !n.PCIe.WidthDegraded()
 		out = append(out, cond("PCIeLinkOK", ok, map[bool]string{true: "AtCapability", false: "Degraded"}[ok], n.PCIe.String()))
@@ -146,14 +146,13 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic
 
 // qosConditions are QoSReady and DCQCNReady from the plan made after
 // apply: no change left and no error means ready.
-func qosConditions(r gpu.Rail, plan *qos.Plan) []Condition {
-	if plan == nil {
-		return []Condition{
-			{Type: "QoSReady", Status: StatusUnknown, Reason: "NoProfile"},
-			{Type: "DCQCNReady", Status: StatusUnknown, Reason: "NoProfile"},
+func qosConditions(r gpu.Rail, p qos.Profile, plan *qos.Plan) []Condition {
+	dcqcnSet := p.DCQCN != nil
+	qosSet := !p.Empty() && !(dcqcnSet && p.Trust == "" && p.PFC == nil && len(p.DSCPToPriority) == 0 && p.DCBX == "" && p.ETS == nil && p.RoCETos == nil && p.RoCEMode == "")
+	state := func(typ string, configured bool, groups ...qos.Group) Condition {
+		if plan == nil || !configured {
+			return Condition{Type: typ, Status: StatusUnknown, Reason: "NotConfigured"}
 		}
-	}
-	state := func(typ string, groups ...qos.Group) Condition {
 		in := func(g qos.Group) bool {
 			for _, x := range groups {
 				if x == g {
@@ -179,5 +178,5 @@ func qosConditions(r gpu.Rail, plan *qos.Plan) []Condition {
 		}
 		return Condition{Type: typ, Status: StatusTrue, Reason: "Converged"}
 	}
-	return []Condition{state("QoSReady", qos.GroupDCB, qos.GroupToS), state("DCQCNReady", qos.GroupDCQCN)}
+	return []Condition{state("QoSReady", qosSet, qos.GroupDCB, qos.GroupToS), state("DCQCNReady", dcqcnSet, qos.GroupDCQCN)}
 }

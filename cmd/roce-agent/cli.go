@@ -365,6 +365,9 @@ func runApply(env *cliEnv) error {
 
 func runDaemon(env *cliEnv) error {
 	cfg := env.cfg
+	if cfg.Node.Name == "" && cfg.SysfsRoot == nic.DefaultRoot {
+		cfg.Node.Name, _ = os.Hostname()
+	}
 	d, err := agent.NewDaemon(agent.DaemonOptions{
 		Config: cfg, Version: versionInfo()["version"], Log: env.log, NVML: env.nvml,
 		Netns: netns.None(), Debounce: cfg.Reconcile.Debounce, Resync: cfg.Reconcile.ResyncInterval,
