@@ -60,14 +60,14 @@ var (
 	descRailInfo  = desc("rail_info", "A rail: its NIC and PCIe affinity level to its GPUs (value 1).", "rail", "rdma_dev", "netdev", "level")
 	descAffinity  = desc("rail_gpu_affinity_level", "PCIe distance between a rail NIC and one of its GPUs: 0 PIX, 1 PXB, 2 PHB, 3 NODE, 4 SYS, 5 unknown.", "rail", "gpu")
 	descPortState = desc("rdma_port_active", "RDMA port state is ACTIVE (1) or not (0).", "rdma_dev", "port")
-	descPortRate  = desc("rdma_port_rate_bits_per_second", "RDMA port rate.", "rdma_dev", "port")
+	descPortRate  = desc("rdma_port_rate_bytes_per_second", "RDMA port rate.", "rdma_dev", "port")
 	descLinkUp    = desc("link_up", "Netdev operstate is up (1) or not (0).", "netdev")
 	descLinkMTU   = desc("link_mtu_bytes", "Netdev MTU.", "netdev")
-	descLinkSpeed = desc("link_speed_bits_per_second", "Netdev speed (absent when the driver does not know).", "netdev")
+	descLinkSpeed = desc("link_speed_bytes_per_second", "Netdev speed (absent when the driver does not know).", "netdev")
 	descCond      = desc("condition_status", "Condition status: 1 True, 0 False, -1 Unknown or Unsupported.", "rail", "type")
 	descGID       = desc("rail_gid_index", "RoCE v2 GID index of the rail address.", "rail", "rdma_dev", "family")
-	descHW        = desc("rdma_hw_counter_total", "RDMA hw_counters, read at scrape time (32-bit counters unwrapped).", "rdma_dev", "port", "counter")
-	descPMA       = desc("rdma_port_counter_total", "RDMA port (PMA) counters, read at scrape time; port_*_data are in 4-byte words.", "rdma_dev", "port", "counter")
+	descHW        = desc("rdma_hw_stats_total", "RDMA hw_counters, read at scrape time (32-bit counters unwrapped).", "rdma_dev", "port", "stat")
+	descPMA       = desc("rdma_port_stats_total", "RDMA port (PMA) counters, read at scrape time; port_*_data are in 4-byte words.", "rdma_dev", "port", "stat")
 	descPFC       = desc("pfc_pause_frames_total", "PFC pause frames per priority, from dcbnl ieee_pfc (tx = requests, rx = indications).", "netdev", "priority", "direction")
 	descSuccess   = desc("collector_success", "Whether a collector part read everything (1) or dropped series (0).", "collector")
 	descDuration  = desc("collector_duration_seconds", "Time a collector part took.", "collector")
@@ -188,7 +188,7 @@ func (c *nodeCollector) collectLinks(ch chan<- prometheus.Metric, inv *Inventory
 			}
 			ch <- prometheus.MustNewConstMetric(descPortState, prometheus.GaugeValue, active, n.RDMADevice, strconv.Itoa(p.Port))
 			if p.RateGbps > 0 {
-				ch <- prometheus.MustNewConstMetric(descPortRate, prometheus.GaugeValue, p.RateGbps*1e9, n.RDMADevice, strconv.Itoa(p.Port))
+				ch <- prometheus.MustNewConstMetric(descPortRate, prometheus.GaugeValue, p.RateGbps*1e9/8, n.RDMADevice, strconv.Itoa(p.Port))
 			}
 		}
 	}
@@ -209,7 +209,7 @@ func (c *nodeCollector) collectLinks(ch chan<- prometheus.Metric, inv *Inventory
 		ch <- prometheus.MustNewConstMetric(descLinkUp, prometheus.GaugeValue, up, r.Netdev)
 		ch <- prometheus.MustNewConstMetric(descLinkMTU, prometheus.GaugeValue, float64(st.MTU), r.Netdev)
 		if st.SpeedMbs >= 0 {
-			ch <- prometheus.MustNewConstMetric(descLinkSpeed, prometheus.GaugeValue, float64(st.SpeedMbs)*1e6, r.Netdev)
+			ch <- prometheus.MustNewConstMetric(descLinkSpeed, prometheus.GaugeValue, float64(st.SpeedMbs)*1e6/8, r.Netdev)
 		}
 	}
 	c.part(ch, "links", start, errs)
