@@ -160,7 +160,7 @@ func (d *Daemon) Ready() bool { return d.ready.Load() }
 // Handler serves /metrics, /healthz, /readyz and /v1/status.
 func (d *Daemon) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.Handle("/metrics", d.metricsHandler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Healthy(), "loop stuck") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Ready(), "first reconcile not done") })
 	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, _ *http.Request) {
@@ -175,6 +175,12 @@ func (d *Daemon) Handler() http.Handler {
 		_ = enc.Encode(st)
 	})
 	return mux
+}
+
+// metricsHandler serves the registry; a collector that fails reports its
+// own success metric and the scrape goes on.
+func (d *Daemon) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
 func probe(w http.ResponseWriter, ok bool, why string) {

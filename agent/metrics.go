@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"log/slog"
 	"runtime"
 	"strconv"
@@ -44,7 +43,7 @@ func NewMetrics(version string, fs *nic.FS, pfc PFCReader, netdev func(string) (
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
 	build.Set(1)
 	m.Registry.MustRegister(m.Reconciles, m.ReconcileErrors, m.ReconcileDuration, m.Drift, build,
-		&nodeCollector{fs: fs, pfc: pfc, netdev: netdev, snap: snap, log: log, wraps: map[string]*wrap{}})
+		&nodeCollector{fs: fs, pfc: pfc, netdev: netdev, snap: snap, log: log, wraps: map[wrapKey]*wrap{}})
 	return m
 }
 
@@ -87,7 +86,7 @@ type nodeCollector struct {
 	log    *slog.Logger
 
 	mu    sync.Mutex
-	wraps map[string]*wrap
+	wraps map[wrapKey]*wrap
 }
 
 // wrap turns a counter that may wrap at 2^32 (mlx5 q counters) into a
@@ -217,30 +216,67 @@ func (c *nodeCollector) collectLinks(ch chan<- prometheus.Metric, inv *Inventory
 
 func (c *nodeCollector) collectCounters(ch chan<- prometheus.Metric, inv *Inventory) {
 	start := time.Now()
+	type job struct {
+		dev  string
+		port int
+	}
+	type result struct {
+		job
+		counters []nic.Counter
+		errs     []error
+	}
+	var jobs []job
+	for _, n := range inv.NICs {
+		for _, p := range n.Ports() {
+			jobs = append(jobs, job{n.RDMADevice, p.Port})
+		}
+	}
+	// Counter reads are system calls; spread the NICs over a few
+	// goroutines so a scrape of many NICs uses every core.
+	results := make([]result, len(jobs))
+	workers := min(runtime.GOMAXPROCS(0), len(jobs), 4)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(jobs); i += workers {
+				cs, errs := c.fs.PortCounters(jobs[i].dev, jobs[i].port)
+				results[i] = result{jobs[i], cs, errs}
+			}
+		}(w)
+	}
+	wg.Wait()
+
 	var errs []error
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, n := range inv.NICs {
-		for _, p := range n.Ports() {
-			port := strconv.Itoa(p.Port)
-			counters, cerrs := c.fs.PortCounters(n.RDMADevice, p.Port)
-			errs = append(errs, cerrs...)
-			for _, ctr := range counters {
-				d := descPMA
-				if ctr.HW {
-					d = descHW
-				}
-				key := fmt.Sprintf("%s/%s/%t/%s", n.RDMADevice, port, ctr.HW, ctr.Name)
-				w, ok := c.wraps[key]
-				if !ok {
-					w = &wrap{}
-					c.wraps[key] = w
-				}
-				ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(w.value(ctr.Value)), n.RDMADevice, port, ctr.Name)
+	for _, r := range results {
+		errs = append(errs, r.errs...)
+		port := strconv.Itoa(r.port)
+		for _, ctr := range r.counters {
+			d := descPMA
+			if ctr.HW {
+				d = descHW
 			}
+			key := wrapKey{r.dev, r.port, ctr.HW, ctr.Name}
+			w, ok := c.wraps[key]
+			if !ok {
+				w = &wrap{}
+				c.wraps[key] = w
+			}
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(w.value(ctr.Value)), r.dev, port, ctr.Name)
 		}
 	}
 	c.part(ch, "rdma_counters", start, errs)
+}
+
+// wrapKey identifies one counter series.
+type wrapKey struct {
+	dev  string
+	port int
+	hw   bool
+	name string
 }
 
 func (c *nodeCollector) collectPFC(ch chan<- prometheus.Metric, inv *Inventory) {

@@ -20,7 +20,7 @@ import (
 
 // fixtureMetrics builds the metrics of a fixture host as the daemon would
 // after a reconcile: status from the inventory, netdev state from sysfs.
-func fixtureMetrics(t *testing.T, fs *nic.FS, pfc PFCReader) (*Metrics, *NodeStatus) {
+func fixtureMetrics(t testing.TB, fs *nic.FS, pfc PFCReader) (*Metrics, *NodeStatus) {
 	t.Helper()
 	inv, err := DiscoverInventory(InventoryOptions{Node: "gpu-017", FS: fs})
 	if err != nil {

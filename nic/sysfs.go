@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultRoot is where the kernel mounts sysfs.
@@ -204,4 +206,22 @@ func (s *FS) WriteFile(p, value string) error {
 // (mkdir /sys/kernel/config/rdma_cm/mlx5_0).
 func (s *FS) Mkdir(p string) error {
 	return os.Mkdir(s.HostPath(p), 0o755)
+}
+
+// readAttr reads a small sysfs attribute with bare open/read/close calls:
+// os.ReadFile's stat, poller registration and buffer growth cost more than
+// the read itself when a scrape reads hundreds of counters. buf must be
+// large enough for the attribute (counters and state files are short).
+func (s *FS) readAttr(p string, buf []byte) (string, error) {
+	name := s.HostPath(p)
+	fd, err := unix.Open(name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	n, err := unix.Read(fd, buf)
+	unix.Close(fd)
+	if err != nil {
+		return "", &fs.PathError{Op: "read", Path: name, Err: err}
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
 }

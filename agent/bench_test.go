@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkScrape times GET /metrics of the agent on the 10-NIC dgx-h100
+// fixture (full RDMA counters) against node_exporter's infiniband collector
+// alone (--path.sysfs on the same tree), both over loopback HTTP in the
+// same run. Needs Debian's prometheus-node-exporter.
+func BenchmarkScrape(b *testing.B) {
+	exporter, err := exec.LookPath("prometheus-node-exporter")
+	if err != nil {
+		if exporter, err = exec.LookPath("node_exporter"); err != nil {
+			b.Skip("node_exporter not installed (apt-get install prometheus-node-exporter)")
+		}
+	}
+	root, err := filepath.Abs(filepath.Join("..", "testdata", "sysfs", "dgx-h100", "sys"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(exporter, "--path.sysfs="+root, "--collector.disable-defaults", "--collector.infiniband", "--web.listen-address="+addr)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+
+	m, _ := fixtureMetrics(b, fixtureFS(b, "dgx-h100"), nil)
+	d := &Daemon{metrics: m}
+	srv := httptest.NewServer(d.metricsHandler())
+	defer srv.Close()
+
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func(url string) (time.Duration, int) {
+		start := time.Now()
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0, -1
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return time.Since(start), strings.Count(string(body), "\n")
+	}
+	exporterURL := "http://" + addr + "/metrics"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, n := get(exporterURL); n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("node_exporter did not come up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Warm both up.
+	for i := 0; i < 20; i++ {
+		get(srv.URL)
+		get(exporterURL)
+	}
+	var ours, theirs []time.Duration
+	var ourLines, theirLines int
+	b.ResetTimer()
+	for i := 0; i < b.N*10; i++ {
+		d1, n1 := get(srv.URL)
+		d2, n2 := get(exporterURL)
+		ours, theirs = append(ours, d1), append(theirs, d2)
+		ourLines, theirLines = n1, n2
+	}
+	b.StopTimer()
+	a, e := median(ours), median(theirs)
+	b.ReportMetric(float64(a)/1e6, "agent-ms")
+	b.ReportMetric(float64(e)/1e6, "node_exporter-ms")
+	b.ReportMetric(float64(a)/float64(e), "agent/node_exporter-x")
+	b.ReportMetric(float64(ourLines), "agent-lines")
+	b.ReportMetric(float64(theirLines), "node_exporter-lines")
+	b.ReportMetric(0, "ns/op")
+}
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
