@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/roce-agent/roce-agent/nic/nettest"
 )
 
 // BenchmarkScrape times GET /metrics of the agent on the 10-NIC dgx-h100
@@ -98,4 +103,59 @@ func median(d []time.Duration) time.Duration {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+// BenchmarkDaemonDriftRepair deletes an owned address by hand under the
+// running daemon and times until the address is back: event, debounce
+// (10 ms), reconcile.
+func BenchmarkDaemonDriftRepair(b *testing.B) {
+	nettest.RequireRoot(b)
+	lab := nettest.NewLab(b, 8)
+	d, err := NewDaemon(DaemonOptions{Config: labDaemonConfig(b, b.TempDir(), 8), Version: "bench", Log: quietLog(), Netns: lab.Host.Handle, Resync: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = d.Run(ctx, "") }()
+	for !d.Ready() {
+		time.Sleep(time.Millisecond)
+	}
+	lab.Host.Settle(b)
+	link, err := lab.Host.NL.LinkByName("rail5")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := &netlink.Addr{IPNet: nettest.ParseCIDR(nettest.HostIPv4(5))}
+	has := func() bool {
+		list, _ := lab.Host.NL.AddrList(link, netlink.FAMILY_V4)
+		for _, a := range list {
+			if a.IP.Equal(addr.IP) {
+				return true
+			}
+		}
+		return false
+	}
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := lab.Host.NL.AddrDel(link, addr); err != nil {
+			b.Fatal(err)
+		}
+		for !has() {
+			if time.Since(start) > 5*time.Second {
+				b.Fatal("not repaired in 5s")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		lat = append(lat, time.Since(start))
+		time.Sleep(30 * time.Millisecond) // let the repair's own events settle
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
+	b.ReportMetric(0, "ns/op")
 }

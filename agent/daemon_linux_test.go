@@ -71,7 +71,7 @@ func (f *fakeSystemd) count(prefix string) int {
 	return n
 }
 
-func labDaemonConfig(t *testing.T, stateDir string, rails int) Config {
+func labDaemonConfig(t testing.TB, stateDir string, rails int) Config {
 	t.Helper()
 	c := DefaultConfig()
 	c.StateDir = stateDir

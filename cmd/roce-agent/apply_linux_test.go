@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/roce-agent/roce-agent/nic/nettest"
 )
@@ -14,6 +21,21 @@ import (
 // veths rail0-7, /31 and /127 host addresses, the remote prefixes routed
 // via each rail's leaf.
 func labConfig(t *testing.T, stateDir string, extra string, mutate func(rail int) string) string {
+	return labConfigTB(t, stateDir, extra, mutate)
+}
+
+// labConfigB is labConfig with a top-level section added.
+func labConfigB(t testing.TB, stateDir, top string) string {
+	t.Helper()
+	p := labConfigTB(t, stateDir, "", nil)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeConfig(t, top+string(b))
+}
+
+func labConfigTB(t testing.TB, stateDir string, extra string, mutate func(rail int) string) string {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "node: {name: lab-host}\nstate_dir: %s\nlink:\n  routes: [10.200.0.0/16, \"fc00:200::/64\"]\n%srails:\n", stateDir, extra)
@@ -206,4 +228,119 @@ func TestApplyQoSOnVeth(t *testing.T) {
 	if n, kinds := w.Count(); n != 0 {
 		t.Errorf("second apply caused %d netlink events %v", n, kinds)
 	}
+}
+
+// TestRunReloadAndStop runs the built daemon under a fake systemd: it
+// becomes ready, a SIGHUP with a broken config file keeps the running
+// config (the rails stay as they are), a SIGHUP with a good one applies
+// it, and SIGTERM ends it with exit status 0 after STOPPING=1.
+func TestRunReloadAndStop(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 8)
+	state := t.TempDir()
+	cfg := labConfigB(t, state, "listen: {metrics: \"127.0.0.1:19487\"}\n")
+	sockPath := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var msgs []string
+	var mu sync.Mutex
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			msgs = append(msgs, string(buf[:n]))
+			mu.Unlock()
+		}
+	}()
+	seen := func(s string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range msgs {
+			if strings.Contains(m, s) {
+				return true
+			}
+		}
+		return false
+	}
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		for start := time.Now(); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	cmd := exec.Command("ip", "netns", "exec", lab.Host.Name, binary(t), "--config", cfg, "--log-format", "json", "run")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
+	cmd.Stderr = &lockedWriter{w: &logs, mu: &logMu}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill() }()
+	logged := func(s string) func() bool {
+		return func() bool { logMu.Lock(); defer logMu.Unlock(); return strings.Contains(logs.String(), s) }
+	}
+	wait("READY=1", func() bool { return seen("READY=1") })
+	wait("WATCHDOG=1", func() bool { return seen("WATCHDOG=1") })
+	if !strings.Contains(lab.Host.MustExec(t, "ip", "-o", "address", "show", "dev", "rail1"), "10.0.1.1/31") {
+		t.Fatalf("rail1 not configured:\n%s", logs.String())
+	}
+
+	// A broken file: the reload is rejected and nothing changes.
+	good, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(good), "link:\n", "link:\n  mtu: 1200\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	wait("reload rejected", logged("reload rejected; keeping the running config"))
+	if out := lab.Host.MustExec(t, "ip", "-o", "link", "show", "dev", "rail1"); !strings.Contains(out, "mtu 9000") {
+		t.Errorf("bad reload changed the rail: %s", out)
+	}
+
+	// A good one: applied.
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(good), "link:\n", "link:\n  mtu: 8000\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	wait("config reloaded", logged("config reloaded"))
+	wait("mtu 8000", func() bool {
+		return strings.Contains(lab.Host.MustExec(t, "ip", "-o", "link", "show", "dev", "rail1"), "mtu 8000")
+	})
+
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v\n%s", err, logs.String())
+	}
+	if !seen("STOPPING=1") {
+		t.Error("no STOPPING=1")
+	}
+	// Logs are JSON with fixed keys.
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if !strings.HasPrefix(line, "{") || !strings.Contains(line, `"msg":`) {
+			t.Errorf("not a JSON log line: %s", line)
+		}
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

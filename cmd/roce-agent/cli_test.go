@@ -39,7 +39,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
-func writeConfig(t *testing.T, body string) string {
+func writeConfig(t testing.TB, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
@@ -172,7 +172,9 @@ var (
 )
 
 // binary builds the real roce-agent once per test run.
-func binary(t *testing.T) string {
+func binary(t *testing.T) string { return binaryB(t) }
+
+func binaryB(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary; skipped with -short")
