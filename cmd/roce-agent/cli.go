@@ -38,8 +38,8 @@ type command struct {
 var commands = []command{
 	{"inventory", "print GPUs, RDMA NICs, their PCIe affinity and the rails", runInventory},
 	{"run", "run the daemon: keep rails converged, serve /metrics, /healthz, /readyz, /v1/status", runDaemon},
-	{"plan", "print the link changes apply would make (changes nothing)", runPlan},
-	{"apply", "converge every rail's link state once and exit (non-zero if a rail did not converge)", runApply},
+	{"plan", "print the link and QoS changes apply would make (changes nothing)", runPlan},
+	{"apply", "converge every rail (links, then QoS) once and exit (non-zero if a rail did not converge)", runApply},
 	{"version", "print the version", runVersion},
 }
 
