@@ -128,15 +128,6 @@ func BenchmarkDaemonDriftRepair(b *testing.B) {
 		b.Fatal(err)
 	}
 	addr := &netlink.Addr{IPNet: nettest.ParseCIDR(nettest.HostIPv4(5))}
-	has := func() bool {
-		list, _ := lab.Host.NL.AddrList(link, netlink.FAMILY_V4)
-		for _, a := range list {
-			if a.IP.Equal(addr.IP) {
-				return true
-			}
-		}
-		return false
-	}
 	var lat []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -144,7 +135,7 @@ func BenchmarkDaemonDriftRepair(b *testing.B) {
 		if err := lab.Host.NL.AddrDel(link, addr); err != nil {
 			b.Fatal(err)
 		}
-		for !has() {
+		for !hasAddr(lab.Host, link, addr.IP) {
 			if time.Since(start) > 5*time.Second {
 				b.Fatal("not repaired in 5s")
 			}

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,54 +20,28 @@ import (
 	"github.com/roce-agent/roce-agent/nic/nettest"
 )
 
-// fakeSystemd is a NOTIFY_SOCKET listener recording what the daemon says.
-type fakeSystemd struct {
-	mu   sync.Mutex
-	msgs []string
-	conn *net.UnixConn
-}
-
-func newFakeSystemd(t *testing.T, watchdog time.Duration) *fakeSystemd {
+// newFakeSystemd points NOTIFY_SOCKET (and, with a watchdog, WATCHDOG_USEC
+// and WATCHDOG_PID) at a fake service manager.
+func newFakeSystemd(t *testing.T, watchdog time.Duration) *nettest.Systemd {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("NOTIFY_SOCKET", path)
+	sd := nettest.NewSystemd(t)
+	t.Setenv("NOTIFY_SOCKET", sd.Socket)
 	if watchdog > 0 {
 		t.Setenv("WATCHDOG_USEC", fmt.Sprint(watchdog.Microseconds()))
 		t.Setenv("WATCHDOG_PID", fmt.Sprint(os.Getpid()))
 	}
-	f := &fakeSystemd{conn: conn}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			f.mu.Lock()
-			f.msgs = append(f.msgs, string(buf[:n]))
-			f.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close() })
-	return f
+	return sd
 }
 
-func (f *fakeSystemd) count(prefix string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, m := range f.msgs {
-		for _, line := range strings.Split(m, "\n") {
-			if strings.HasPrefix(line, prefix) {
-				n++
-			}
+// hasAddr reports whether link holds ip (IPv4) in ns.
+func hasAddr(ns *nettest.NS, link netlink.Link, ip net.IP) bool {
+	list, _ := ns.NL.AddrList(link, netlink.FAMILY_V4)
+	for _, a := range list {
+		if a.IP.Equal(ip) {
+			return true
 		}
 	}
-	return n
+	return false
 }
 
 func labDaemonConfig(t testing.TB, stateDir string, rails int) Config {
@@ -119,11 +92,11 @@ func TestDaemonLoop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, "") }()
-	waitFor(t, "READY=1", 5*time.Second, func() bool { return sd.count("READY=1") == 1 })
+	waitFor(t, "READY=1", 5*time.Second, func() bool { return sd.Count("READY=1") == 1 })
 	if !d.Ready() || !d.Healthy() {
 		t.Fatal("not ready and healthy after READY=1")
 	}
-	waitFor(t, "watchdog pings", 2*time.Second, func() bool { return sd.count("WATCHDOG=1") >= 2 })
+	waitFor(t, "watchdog pings", 2*time.Second, func() bool { return sd.Count("WATCHDOG=1") >= 2 })
 
 	srv := httptest.NewServer(d.Handler())
 	defer srv.Close()
@@ -160,16 +133,7 @@ func TestDaemonLoop(t *testing.T) {
 	if err := lab.Host.NL.AddrDel(link, addr); err != nil {
 		t.Fatal(err)
 	}
-	has := func() bool {
-		list, _ := lab.Host.NL.AddrList(link, netlink.FAMILY_V4)
-		for _, a := range list {
-			if a.IP.Equal(addr.IP) {
-				return true
-			}
-		}
-		return false
-	}
-	waitFor(t, "drift repair", 2*time.Second, has)
+	waitFor(t, "drift repair", 2*time.Second, func() bool { return hasAddr(lab.Host, link, addr.IP) })
 	t.Logf("address restored %v after deletion", time.Since(start))
 	waitFor(t, "drift metric", time.Second, func() bool { return counterValue(t, d, "roce_agent_drift_events_total", `kind="addr-add"`) >= 1 })
 
@@ -199,8 +163,8 @@ func TestDaemonLoop(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
 	}
-	waitFor(t, "STOPPING=1", time.Second, func() bool { return sd.count("STOPPING=1") == 1 })
-	if sd.count("STATUS=") == 0 {
+	waitFor(t, "STOPPING=1", time.Second, func() bool { return sd.Count("STOPPING=1") == 1 })
+	if sd.Count("STATUS=") == 0 {
 		t.Error("no STATUS= sent")
 	}
 

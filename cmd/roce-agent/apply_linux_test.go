@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -239,36 +237,8 @@ func TestRunReloadAndStop(t *testing.T) {
 	lab := nettest.NewLab(t, 8)
 	state := t.TempDir()
 	cfg := labConfigB(t, state, "listen: {metrics: \"127.0.0.1:19487\"}\n")
-	sockPath := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var msgs []string
-	var mu sync.Mutex
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			msgs = append(msgs, string(buf[:n]))
-			mu.Unlock()
-		}
-	}()
-	seen := func(s string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, m := range msgs {
-			if strings.Contains(m, s) {
-				return true
-			}
-		}
-		return false
-	}
+	sd := nettest.NewSystemd(t)
+	seen := func(s string) bool { return sd.Count(s) > 0 }
 	wait := func(what string, ok func() bool) {
 		t.Helper()
 		for start := time.Now(); !ok(); time.Sleep(10 * time.Millisecond) {
@@ -280,7 +250,7 @@ func TestRunReloadAndStop(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	cmd := exec.Command("ip", "netns", "exec", lab.Host.Name, binary(t), "--config", cfg, "--log-format", "json", "run")
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sd.Socket, "WATCHDOG_USEC=400000", "WATCHDOG_PID=")
 	cmd.Stderr = &lockedWriter{w: &logs, mu: &logMu}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

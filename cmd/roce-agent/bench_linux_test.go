@@ -1,10 +1,8 @@
 package main
 
 import (
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,28 +26,17 @@ func BenchmarkDaemonFootprint(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		lab := nettest.NewLab(b, 8)
 		cfg := labConfigB(b, b.TempDir(), "listen: {metrics: \"127.0.0.1:19487\"}\n")
-		sock := filepath.Join(b.TempDir(), "notify.sock")
-		conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-		if err != nil {
-			b.Fatal(err)
-		}
+		sd := nettest.NewSystemd(b)
 		cmd := exec.Command("ip", "netns", "exec", lab.Host.Name, bin, "--config", cfg, "--log-level", "warn", "run")
-		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sd.Socket)
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		buf := make([]byte, 1024)
-		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				b.Fatalf("no READY=1: %v", err)
-			}
-			if strings.Contains(string(buf[:n]), "READY=1") {
-				break
+		for start := time.Now(); sd.Count("READY=1") == 0; time.Sleep(10 * time.Millisecond) {
+			if time.Since(start) > 10*time.Second {
+				b.Fatal("no READY=1")
 			}
 		}
-		conn.Close()
 		time.Sleep(2 * time.Second) // let start-up settle
 		pid := cmd.Process.Pid
 		t0, c0 := time.Now(), cpuTicks(b, pid)
