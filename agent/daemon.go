@@ -94,7 +94,7 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 	if d.dcb != nil {
 		pfc = d.dcb
 	}
-	d.metrics = NewMetrics(opts.Version, d.fs, pfc, d.netdevState, d.Status, d.log)
+	d.metrics = NewMetrics(opts.Version, d.currentFS, pfc, d.netdevState, d.Status, d.log)
 	d.heartbeat.Store(time.Now().UnixNano())
 	return d, nil
 }
@@ -455,6 +455,13 @@ func (d *Daemon) reconcileOnce() error {
 	return nil
 }
 
+// currentFS is the sysfs tree of the running config.
+func (d *Daemon) currentFS() *nic.FS {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fs
+}
+
 // netdevExists looks a netdev up in the rails' namespace.
 func (d *Daemon) netdevExists(name string) bool {
 	_, err := d.host.Handle().LinkByName(name)
@@ -473,10 +480,7 @@ func (d *Daemon) netdevState(name string) (nic.NetdevState, error) {
 	a := l.Attrs()
 	st.Up = a.OperState == netlink.OperUp || (a.OperState == netlink.OperUnknown && a.Flags&net.FlagUp != 0)
 	st.MTU = a.MTU
-	d.mu.Lock()
-	fs := d.fs
-	d.mu.Unlock()
-	if s, err := fs.ReadNetdev(name); err == nil {
+	if s, err := d.currentFS().ReadNetdev(name); err == nil {
 		st.SpeedMbs = s.SpeedMbs
 	}
 	return st, nil

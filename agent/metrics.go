@@ -27,7 +27,7 @@ type Metrics struct {
 
 // NewMetrics registers the agent's metrics; snap gives the collector the
 // current inventory and status at scrape time.
-func NewMetrics(version string, fs *nic.FS, pfc PFCReader, netdev func(string) (nic.NetdevState, error), snap func() *NodeStatus, log *slog.Logger) *Metrics {
+func NewMetrics(version string, fs func() *nic.FS, pfc PFCReader, netdev func(string) (nic.NetdevState, error), snap func() *NodeStatus, log *slog.Logger) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		Reconciles: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "reconcile", Name: "runs_total",
@@ -79,7 +79,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 // nodeCollector reads hardware state at scrape time. It is unchecked (its
 // Describe sends nothing) because counter names depend on the driver.
 type nodeCollector struct {
-	fs     *nic.FS
+	fs     func() *nic.FS // the current sysfs tree (a reload may change it)
 	pfc    PFCReader
 	netdev func(string) (nic.NetdevState, error)
 	snap   func() *NodeStatus
@@ -234,6 +234,7 @@ func (c *nodeCollector) collectCounters(ch chan<- prometheus.Metric, inv *Invent
 	// Counter reads are system calls; spread the NICs over a few
 	// goroutines so a scrape of many NICs uses every core.
 	results := make([]result, len(jobs))
+	fs := c.fs()
 	workers := min(runtime.GOMAXPROCS(0), len(jobs), 4)
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
@@ -241,7 +242,7 @@ func (c *nodeCollector) collectCounters(ch chan<- prometheus.Metric, inv *Invent
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < len(jobs); i += workers {
-				cs, errs := c.fs.PortCounters(jobs[i].dev, jobs[i].port)
+				cs, errs := fs.PortCounters(jobs[i].dev, jobs[i].port)
 				results[i] = result{jobs[i], cs, errs}
 			}
 		}(w)

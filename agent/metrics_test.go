@@ -32,7 +32,7 @@ func fixtureMetrics(t testing.TB, fs *nic.FS, pfc PFCReader) (*Metrics, *NodeSta
 			Conditions: []Condition{{Type: "LinkUp", Status: StatusTrue}, {Type: "QoSReady", Status: StatusUnsupported}}})
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := NewMetrics("test", fs, pfc, fs.ReadNetdev, func() *NodeStatus { return st }, log)
+	m := NewMetrics("test", func() *nic.FS { return fs }, pfc, fs.ReadNetdev, func() *NodeStatus { return st }, log)
 	return m, st
 }
 
