@@ -243,6 +243,12 @@ func (s *FS) classNetBelow(devicePath string) []string {
 	for _, nd := range all {
 		if dev, err := s.Realpath(path.Join("/class/net", nd, "device")); err == nil && dev == devicePath {
 			out = append(out, nd)
+			continue
+		}
+		// No device link: the netdev directory itself sits at
+		// <device>/net/<name>.
+		if self, err := s.Realpath(path.Join("/class/net", nd)); err == nil && path.Dir(path.Dir(self)) == devicePath {
+			out = append(out, nd)
 		}
 	}
 	return out

@@ -201,3 +201,23 @@ func TestDiscoverWithoutDeviceLinks(t *testing.T) {
 		t.Errorf("NIC = %+v (warnings %v)", n, w.List())
 	}
 }
+
+// A netdev found only through /class/net, whose directory has no device
+// link but sits below the PCI function (<pci>/net/<name>), still belongs to
+// the NIC.
+func TestDiscoverNetdevByClassNetPath(t *testing.T) {
+	tree := sysfstest.New(t.TempDir())
+	fn := tree.HostBridge("0000:17", 0).Bridge("0000:17:01.0", 0x8086, 1).Function("0000:18:00.0",
+		sysfstest.PCIFunc{Vendor: 0x15b3, Device: 0x1021, Class: 0x020000, Driver: "mlx5_core"})
+	fn.AddNetdev("eth7", sysfstest.Netdev{MAC: "02:00:00:00:00:07", MTU: 4200})
+	fn.AddRDMA("mlx5_0", sysfstest.RDMADevice{Ports: []sysfstest.RDMAPort{{State: "4: ACTIVE", PhysState: "5: LinkUp", Rate: "400 Gb/sec (4X NDR)", LinkLayer: "Ethernet"}}})
+	dev := "/devices/pci0000:17/0000:17:01.0/0000:18:00.0"
+	tree.Remove(dev + "/net/eth7/device")
+	if tree.Err() != nil {
+		t.Fatal(tree.Err())
+	}
+	s := mustFS(t, tree.Root())
+	if got := s.classNetBelow(dev); len(got) != 1 || got[0] != "eth7" {
+		t.Errorf("classNetBelow = %v", got)
+	}
+}
