@@ -362,16 +362,28 @@ func (d *Daemon) reconcileOnce() error {
 		if fs.IsHost() && d.opts.NVML != nil {
 			opts.NVML = d.opts.NVML()
 		}
-		var err error
-		if inv, err = DiscoverInventory(opts); err != nil {
-			return fmt.Errorf("inventory: %w", err)
+		newInv, err := DiscoverInventory(opts)
+		var newDesired []nic.RailLink
+		if err == nil {
+			newDesired, _, err = DesiredLinks(cfg, newInv)
 		}
-		if desired, _, err = DesiredLinks(cfg, inv); err != nil {
-			return err
+		if err != nil {
+			if inv == nil {
+				return fmt.Errorf("inventory: %w", err)
+			}
+			// A pinned NIC vanished, say: keep reconciling every other rail
+			// on the last good inventory; the vanished one shows up as a
+			// conflict, and the error in the status.
+			d.log.Error("inventory failed; keeping the previous one until the next resync", "err", err)
+			d.mu.Lock()
+			d.stale = false
+			d.mu.Unlock()
+		} else {
+			inv, desired = newInv, newDesired
+			d.mu.Lock()
+			d.inv, d.desired, d.stale = inv, desired, false
+			d.mu.Unlock()
 		}
-		d.mu.Lock()
-		d.inv, d.desired, d.stale = inv, desired, false
-		d.mu.Unlock()
 	}
 
 	res, err := link.Reconcile(desired)

@@ -477,16 +477,15 @@ func routeCommand(verb string, r Route) string {
 }
 
 // CheckLive validates desired rails against the live state before any
-// change: a missing netdev, an MTU above the netdev's maximum, and a rail
-// table or rule priority that foreign routes or rules already use. Every
-// problem is returned, each naming the config field.
+// change: an MTU above the netdev's maximum, and a rail table or rule
+// priority that foreign routes or rules already use. Every problem is
+// returned, each naming the config field. A missing netdev is not checked
+// here: it stops only its own rail (PlanLinks reports a conflict).
 func CheckLive(desired []RailLink, live LiveState) []error {
 	var errs []error
 	for _, r := range desired {
-		field := fmt.Sprintf("rails[rail=%d]", r.Rail)
 		link, ok := live.Links[r.Netdev]
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s.netdev: %q does not exist", field, r.Netdev))
 			continue
 		}
 		if link.MaxMTU > 0 && r.MTU > link.MaxMTU {
