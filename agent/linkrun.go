@@ -94,7 +94,7 @@ func NewPlanReport(rails []nic.RailLink, plan nic.LinkPlan, unmanaged []string) 
 // Write prints the plan as a table or JSON.
 func (r *PlanReport) Write(w io.Writer, format string) error {
 	if format == "json" {
-		return writeJSON(w, r)
+		return WriteJSON(w, r)
 	}
 	conflicts := map[int]string{}
 	for _, c := range r.Conflicts {
@@ -220,7 +220,7 @@ func (r *ApplyReport) AddQoS(plan qos.Plan, results []qos.Result) {
 // Write prints the result as a table or JSON.
 func (r *ApplyReport) Write(w io.Writer, format string) error {
 	if format == "json" {
-		return writeJSON(w, r)
+		return WriteJSON(w, r)
 	}
 	ok := 0
 	for _, rr := range r.Rails {
@@ -250,7 +250,8 @@ func (r *ApplyReport) Write(w io.Writer, format string) error {
 	return nil
 }
 
-func writeJSON(w io.Writer, v any) error {
+// WriteJSON writes v as indented JSON, as every command's --output json does.
+func WriteJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"log/slog"
 	"runtime"
 	"strconv"
@@ -291,8 +292,14 @@ func (c *nodeCollector) collectPFC(ch chan<- prometheus.Metric, inv *Inventory) 
 			continue
 		}
 		st, err := c.pfc.IEEE(r.Netdev)
-		if err != nil || st.PFC == nil {
-			continue // no dcbnl (veth, VF, rxe): nothing to report
+		switch {
+		case errors.Is(err, qos.ErrUnsupported), errors.Is(err, qos.ErrNoDevice):
+			continue // no dcbnl (veth, VF, rxe) or not in this namespace: nothing to report
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		case st.PFC == nil:
+			continue // the driver has no getpfc
 		}
 		for prio := 0; prio < 8; prio++ {
 			ch <- prometheus.MustNewConstMetric(descPFC, prometheus.CounterValue, float64(st.PFC.Requests[prio]), r.Netdev, strconv.Itoa(prio), "tx")

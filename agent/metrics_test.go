@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"log/slog"
 	"os/exec"
@@ -158,4 +159,24 @@ func TestMetricsLint(t *testing.T) {
 func writeText(w io.Writer, mf *dto.MetricFamily) error {
 	_, err := expfmt.MetricFamilyToText(w, mf)
 	return err
+}
+
+type brokenPFC struct{}
+
+func (brokenPFC) IEEE(dev string) (qos.IEEE, error) {
+	if dev == "ens3f0np0" {
+		return qos.IEEE{}, errors.New("dcb ieee get ens3f0np0: receive: resource temporarily unavailable")
+	}
+	return qos.IEEE{}, qos.ErrUnsupported
+}
+
+// A dcbnl read that fails (not "unsupported") drops that NIC's PFC series
+// and makes the pfc collector report failure; the scrape still succeeds.
+func TestMetricsPFCFailure(t *testing.T) {
+	m, _ := fixtureMetrics(t, fixtureFS(t, "mixed-vendor"), brokenPFC{})
+	got := scrape(t, m)
+	if strings.Contains(got, "roce_agent_pfc_pause_frames_total{") || !strings.Contains(got, `roce_agent_collector_success{collector="pfc"} 0`) ||
+		!strings.Contains(got, `roce_agent_collector_success{collector="links"} 1`) {
+		t.Errorf("scrape:\n%s", got)
+	}
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -11,11 +10,7 @@ import (
 )
 
 // WriteJSON writes the inventory as indented JSON.
-func (inv *Inventory) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(inv)
-}
+func (inv *Inventory) WriteJSON(w io.Writer) error { return WriteJSON(w, inv) }
 
 var legend = map[gpu.Level]string{
 	gpu.LevelPIX:     "traverses at most a single PCIe switch",

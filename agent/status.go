@@ -147,8 +147,7 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic
 // qosConditions are QoSReady and DCQCNReady from the plan made after
 // apply: no change left and no error means ready.
 func qosConditions(r gpu.Rail, p qos.Profile, plan *qos.Plan) []Condition {
-	dcqcnSet := p.DCQCN != nil
-	qosSet := !p.Empty() && !(dcqcnSet && p.Trust == "" && p.PFC == nil && len(p.DSCPToPriority) == 0 && p.DCBX == "" && p.ETS == nil && p.RoCETos == nil && p.RoCEMode == "")
+	dcqcnSet, qosSet := p.DCQCN != nil, p.HasDCBOrToS()
 	state := func(typ string, configured bool, groups ...qos.Group) Condition {
 		if plan == nil || !configured {
 			return Condition{Type: typ, Status: StatusUnknown, Reason: "NotConfigured"}

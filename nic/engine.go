@@ -225,14 +225,6 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 	return res, nil
 }
 
-// ResetConvergence forgets which rails had converged, so the changes of the
-// next reconcile (after a new desired state) do not count as drift.
-func (e *LinkEngine) ResetConvergence() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.converged = nil
-}
-
 // errNotConverged is returned by callers that need an error for a result
 // that did not converge.
 var errNotConverged = errors.New("not converged")

@@ -118,9 +118,6 @@ func (h *Host) Close() {
 // Handle is the namespace's netlink handle.
 func (h *Host) Handle() *netlink.Handle { return h.h }
 
-// Namespace returns the namespace handle (closed for the caller's own).
-func (h *Host) Namespace() netns.NsHandle { return h.ns }
-
 // Do runs fn on a thread inside the namespace, for what follows the
 // thread's namespace (/proc/sys/net). In the caller's own namespace it just
 // runs fn.

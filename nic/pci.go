@@ -90,14 +90,6 @@ var bdfPattern = regexp.MustCompile(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-
 // IsPCIAddress reports whether s is a PCI address in sysfs form.
 func IsPCIAddress(s string) bool { return bdfPattern.MatchString(s) }
 
-// HostBridge returns the host bridge ("pci0000:17") the device hangs off.
-func (d *PCIDevice) HostBridge() string {
-	if hb, _ := d.Hierarchy(); hb != "" {
-		return hb
-	}
-	return ""
-}
-
 // Hierarchy splits Path into the host bridge and the chain of PCI functions
 // from the root port down to the device itself.
 func (d *PCIDevice) Hierarchy() (hostBridge string, chain []string) {
@@ -121,10 +113,6 @@ func SplitPCIPath(p string) (hostBridge string, chain []string) {
 	}
 	return hostBridge, chain
 }
-
-// IsBridge reports a PCI-to-PCI bridge (class 0x0604xx), as root ports and
-// switch ports are.
-func (d *PCIDevice) IsBridge() bool { return d.Class>>8 == 0x0604 }
 
 // IsGPU reports an NVIDIA function whose class is a display controller of
 // the VGA (0x0300xx) or 3D (0x0302xx) kind. NVSwitches (0x0680xx) and

@@ -23,9 +23,6 @@ const DefaultRoot = "/sys"
 // maxSymlinkHops bounds symlink resolution, like the kernel's ELOOP limit.
 const maxSymlinkHops = 40
 
-// ErrNotExist reports a sysfs attribute the tree does not have.
-var ErrNotExist = fs.ErrNotExist
-
 // FS reads a sysfs tree rooted at Root. Paths given to its methods are
 // sysfs-absolute ("/class/infiniband") or relative to the root; symlinks are
 // resolved inside the root, so a fixture tree can never lead reads outside it.

@@ -124,10 +124,7 @@ func (e *Engine) planDCQCN(p Profile, t Target) ([]Change, string, error) {
 		return nil, why, nil
 	}
 	for _, point := range []string{"np", "rp"} {
-		params := d.NP
-		if point == "rp" {
-			params = d.RP
-		}
+		params := d.params(point)
 		for _, name := range sortedKeys(params) {
 			file, ok := names[point][name]
 			if !ok {

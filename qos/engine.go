@@ -153,7 +153,7 @@ func (e *Engine) Apply(plan Plan) []Result {
 
 func (e *Engine) planDCB(p Profile, t Target) ([]Change, string, error) {
 	if p.DCBX == "" && p.Trust == "" && p.PFC == nil && len(p.DSCPToPriority) == 0 && p.ETS == nil {
-		return nil, "", nil
+		return nil, "", nil // nothing of this group asked for
 	}
 	if e.DCB == nil {
 		return nil, fmt.Sprintf("dcbnl socket unavailable: %v", e.DCBErr), nil

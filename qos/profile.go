@@ -186,10 +186,7 @@ func (p Profile) Validate(prefix string) (warnings []string, errs []error) {
 			}
 		}
 		for _, point := range []string{"np", "rp"} {
-			params := d.NP
-			if point == "rp" {
-				params = d.RP
-			}
+			params := d.params(point)
 			for _, name := range sortedKeys(params) {
 				r, ok := DCQCNParams[point][name]
 				if !ok {
@@ -203,6 +200,23 @@ func (p Profile) Validate(prefix string) (warnings []string, errs []error) {
 		}
 	}
 	return warnings, errs
+}
+
+// params returns the notification ("np") or reaction ("rp") point's
+// parameters.
+func (d *DCQCNProfile) params(point string) map[string]int64 {
+	if point == "rp" {
+		return d.RP
+	}
+	return d.NP
+}
+
+// HasDCBOrToS reports a profile that sets trust, PFC, the DSCP map, DCBX,
+// ETS or the rdma_cm ToS and mode (QoSReady's knobs).
+func (p Profile) HasDCBOrToS() bool {
+	q := p
+	q.DCQCN = nil
+	return !q.Empty()
 }
 
 // dcqcnPriorities is where DCQCN is enabled: the listed priorities, else

@@ -246,7 +246,7 @@ func runInventory(env *cliEnv) error {
 func runVersion(env *cliEnv) error {
 	info := versionInfo()
 	if env.output == "json" {
-		return writeJSON(env.stdout, info)
+		return agent.WriteJSON(env.stdout, info)
 	}
 	keys := make([]string, 0, len(info))
 	for k := range info {

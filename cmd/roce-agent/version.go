@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"io"
 	"runtime"
 	"runtime/debug"
 )
@@ -29,10 +27,4 @@ func versionInfo() map[string]string {
 		info["commit"] = c
 	}
 	return info
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
