@@ -6,6 +6,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -165,12 +166,12 @@ func (c Config) Validate() error {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		fail("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+		fail("log.level", "%s is not one of debug, info, warn, error", clip(c.Log.Level))
 	}
 	switch c.Log.Format {
 	case "auto", "text", "json":
 	default:
-		fail("log.format", "%q is not one of auto, text, json", c.Log.Format)
+		fail("log.format", "%s is not one of auto, text, json", clip(c.Log.Format))
 	}
 	if c.Reconcile.ResyncInterval < time.Second {
 		fail("reconcile.resync_interval", "%s is below 1s", c.Reconcile.ResyncInterval)
@@ -211,8 +212,8 @@ func (c Config) Validate() error {
 			netdevs[r.Netdev] = i
 		}
 		if r.RDMADevice != "" {
-			if strings.ContainsAny(r.RDMADevice, "/ \t\n") {
-				fail(field+".rdma_device", "%q is not a device name", r.RDMADevice)
+			if len(r.RDMADevice) > 63 || strings.ContainsAny(r.RDMADevice, "/ \t\n") {
+				fail(field+".rdma_device", "%s is not a device name", clip(r.RDMADevice))
 			}
 			if j, dup := devices[r.RDMADevice]; dup {
 				fail(field+".rdma_device", "%q is also rails[%d]", r.RDMADevice, j)
@@ -226,16 +227,49 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// NoDesiredState says why the configuration gives the agent nothing to
+// converge ("" when it does): no rail with an address (explicit or from the
+// addressing pools) and no qos section. Such a configuration must never
+// reach an engine: an empty desired state would read as "remove
+// everything".
+func (c Config) NoDesiredState() string {
+	if len(c.Addressing.IPv4Pools) > 0 || len(c.Addressing.IPv6Pools) > 0 {
+		return ""
+	}
+	for _, r := range c.Rails {
+		if r.IPv4 != "" || r.IPv6 != "" {
+			return ""
+		}
+	}
+	if p, _ := c.QoSProfile(); !p.Empty() {
+		return ""
+	}
+	if len(c.Rails) == 0 {
+		return "it has no rails (rails[] is empty or absent) and no qos section"
+	}
+	return "no rail has an address (rails[].ipv4, rails[].ipv6 or addressing pools) and there is no qos section"
+}
+
 // validNetdevName applies the kernel's rules (dev_valid_name): 1-15 bytes,
 // not "." or "..", no '/', ':' or white space.
 func validNetdevName(name string) error {
 	if len(name) == 0 || len(name) > 15 {
-		return fmt.Errorf("%q must be 1-15 characters", name)
+		return fmt.Errorf("%s must be 1-15 characters", clip(name))
 	}
 	if name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
 		return fmt.Errorf("%q is not a valid interface name", name)
 	}
 	return nil
+}
+
+// clip quotes a configured string for a message, cut to 64 bytes: a
+// hostile value is never echoed in full.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:max]), len(s))
 }
 
 // Pins returns the rail pins of the configuration: the rails[] entries

@@ -119,13 +119,37 @@ func (d *Daemon) setConfig(cfg Config) error {
 	return nil
 }
 
-// Reload swaps in a new configuration (already validated) and reconciles.
-// Changes that follow from it do not count as drift.
-func (d *Daemon) Reload(cfg Config) error {
+// Reload reads a new configuration with load (which validates it) and
+// swaps it in, then reconciles; changes that follow from it do not count
+// as drift. A configuration load rejects, or one that changes state_dir
+// (the lock and the ownership record live there), keeps the running
+// config. systemd hears RELOADING=1 and then READY=1 either way, and
+// roce_agent_config_last_reload_successful says how it went. A changed
+// listen address takes effect at restart, and the log says so.
+func (d *Daemon) Reload(load func() (Config, error)) error {
 	_ = d.opts.Notifier.Reloading()
-	if err := d.setConfig(cfg); err != nil {
+	defer func() { _ = d.opts.Notifier.Ready(d.summary()) }()
+	cfg, err := load()
+	if err == nil {
+		d.mu.Lock()
+		old := d.cfg
+		d.mu.Unlock()
+		if cfg.StateDir != old.StateDir {
+			err = fmt.Errorf("state_dir: %s differs from the running %s; changing it needs a restart", cfg.StateDir, old.StateDir)
+		} else if cfg.Listen.Metrics != old.Listen.Metrics {
+			d.log.Warn("listen.metrics changed; it takes effect at restart", "running", old.Listen.Metrics, "configured", cfg.Listen.Metrics)
+		}
+	}
+	if err == nil {
+		err = d.setConfig(cfg)
+	}
+	if err != nil {
+		d.metrics.ReloadSuccess.Set(0)
+		d.log.Error("reload rejected; keeping the running config", "err", err)
 		return err
 	}
+	d.metrics.ReloadSuccess.Set(1)
+	d.metrics.ReloadTime.SetToCurrentTime()
 	d.log.Info("config reloaded")
 	d.Trigger()
 	return nil
@@ -280,8 +304,8 @@ func (d *Daemon) watchdog(ctx context.Context, every time.Duration) {
 	}
 }
 
-// subscribe forwards link, address and route events of the namespace as
-// triggers. The receivers drain the kernel continuously, so an event storm
+// subscribe forwards link, address, route, policy rule and netconf events
+// of the namespace as triggers. The receivers drain the kernel continuously, so an event storm
 // costs one reconcile per debounce window and no goroutines.
 func (d *Daemon) subscribe(done <-chan struct{}) error {
 	var ns *netns.NsHandle
@@ -306,6 +330,12 @@ func (d *Daemon) subscribe(done <-chan struct{}) error {
 	}
 	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: ns, ErrorCallback: errf}); err != nil {
 		return fmt.Errorf("subscribe to route events: %w", err)
+	}
+	// Policy rules and netconf (rp_filter) have no subscription in
+	// vishvananda/netlink; without them a deleted rule would wait for
+	// the resync.
+	if err := nic.SubscribeRuleAndNetconfEvents(d.opts.Netns, done, func(string) { d.Trigger() }, errf); err != nil {
+		return err
 	}
 	go func() {
 		for {

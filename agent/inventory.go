@@ -114,6 +114,10 @@ func (inv *Inventory) topologyWarnings() []string {
 	var out []string
 	for _, r := range inv.Rails {
 		name := railName(r)
+		if r.Missing != "" {
+			out = append(out, fmt.Sprintf("rail-missing: rail %d is pinned to a device the host does not have: %s; only this rail fails", r.Rail, r.Missing))
+			continue
+		}
 		if len(r.GPUs) > 0 && r.Level > gpu.LevelPXB {
 			out = append(out, fmt.Sprintf("rail-affinity: rail %d (%s) is %s from GPU %s; want PIX or PXB", r.Rail, name, r.Level, joinInts(r.GPUs)))
 		}

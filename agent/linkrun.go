@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/roce-agent/roce-agent/nic"
 	"github.com/roce-agent/roce-agent/qos"
@@ -72,10 +73,13 @@ type ChangeJSON struct {
 	Command string `json:"command"`
 }
 
-// ConflictJSON is foreign state that stops a rail.
+// ConflictJSON is foreign state that stops one change of a rail (or the
+// whole rail, for a missing netdev).
 type ConflictJSON struct {
 	Rail   int    `json:"rail"`
 	Netdev string `json:"netdev"`
+	Object string `json:"object"`
+	Owner  string `json:"owner"`
 	Reason string `json:"reason"`
 }
 
@@ -86,47 +90,74 @@ func NewPlanReport(rails []nic.RailLink, plan nic.LinkPlan, unmanaged []string) 
 		r.Changes = append(r.Changes, ChangeJSON{c.Rail, c.Netdev, string(c.Kind), c.Command})
 	}
 	for _, c := range plan.Conflicts {
-		r.Conflicts = append(r.Conflicts, ConflictJSON{c.Rail, c.Netdev, c.Reason})
+		r.Conflicts = append(r.Conflicts, ConflictJSON{c.Rail, c.Netdev, c.Object, c.Owner, c.Reason})
 	}
 	return r
 }
 
-// Write prints the plan as a table or JSON.
+// Write prints the plan as a table or JSON. The table's first line counts
+// exactly the change and conflict lines that follow: each rail's
+// conflicts, then its changes; owned objects of no rail last.
 func (r *PlanReport) Write(w io.Writer, format string) error {
 	if format == "json" {
 		return WriteJSON(w, r)
 	}
-	conflicts := map[int]string{}
-	for _, c := range r.Conflicts {
-		conflicts[c.Rail] = c.Reason
+	type railLines struct {
+		netdev    string
+		conflicts []string
+		changes   []string
 	}
-	byRail := map[int][]ChangeJSON{}
-	for _, c := range r.Changes {
-		byRail[c.Rail] = append(byRail[c.Rail], c)
+	lines := map[int]*railLines{}
+	var order []int
+	line := func(rail int, netdev string) *railLines {
+		l, ok := lines[rail]
+		if !ok {
+			l = &railLines{netdev: netdev}
+			lines[rail] = l
+			order = append(order, rail)
+		}
+		return l
 	}
-	fmt.Fprintf(w, "%d changes, %d conflicts\n", len(r.Changes), len(r.Conflicts))
-	shown := map[int]bool{}
 	for _, rail := range r.Rails {
-		shown[rail.Rail] = true
-		switch {
-		case conflicts[rail.Rail] != "":
-			fmt.Fprintf(w, "rail %d (%s): conflict: %s\n", rail.Rail, rail.Netdev, conflicts[rail.Rail])
-		case len(byRail[rail.Rail]) == 0:
-			fmt.Fprintf(w, "rail %d (%s): converged\n", rail.Rail, rail.Netdev)
-		default:
-			fmt.Fprintf(w, "rail %d (%s):\n", rail.Rail, rail.Netdev)
-			for _, c := range byRail[rail.Rail] {
-				fmt.Fprintf(w, "  %s\n", c.Command)
-			}
+		line(rail.Rail, rail.Netdev)
+	}
+	for _, c := range r.Conflicts {
+		l := line(c.Rail, c.Netdev)
+		l.conflicts = append(l.conflicts, c.Reason)
+	}
+	for _, c := range r.Changes {
+		if c.Rail < 0 {
+			continue
+		}
+		l := line(c.Rail, c.Netdev)
+		l.changes = append(l.changes, c.Command)
+	}
+	sort.SliceStable(order, func(i, j int) bool { return order[i] < order[j] })
+	fmt.Fprintf(w, "%d changes, %d conflicts\n", len(r.Changes), len(r.Conflicts))
+	for _, rail := range order {
+		l := lines[rail]
+		if len(l.conflicts) == 0 && len(l.changes) == 0 {
+			fmt.Fprintf(w, "rail %d (%s): converged\n", rail, l.netdev)
+			continue
+		}
+		fmt.Fprintf(w, "rail %d (%s):\n", rail, l.netdev)
+		for _, c := range l.conflicts {
+			fmt.Fprintf(w, "  conflict: %s\n", c)
+		}
+		for _, c := range l.changes {
+			fmt.Fprintf(w, "  %s\n", c)
 		}
 	}
+	var cleanup []string
 	for _, c := range r.Changes {
-		if !shown[c.Rail] && c.Rail >= 0 {
-			shown[c.Rail] = true
-			fmt.Fprintf(w, "rail %d (%s):\n", c.Rail, c.Netdev)
-			for _, cc := range byRail[c.Rail] {
-				fmt.Fprintf(w, "  %s\n", cc.Command)
-			}
+		if c.Rail < 0 {
+			cleanup = append(cleanup, c.Command)
+		}
+	}
+	if len(cleanup) > 0 {
+		fmt.Fprintf(w, "owned objects no rail wants:\n")
+		for _, c := range cleanup {
+			fmt.Fprintf(w, "  %s\n", c)
 		}
 	}
 	for _, u := range r.Unsupported {
@@ -135,15 +166,49 @@ func (r *PlanReport) Write(w io.Writer, format string) error {
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
-	if cleanup := byRail[-1]; len(cleanup) > 0 {
-		fmt.Fprintf(w, "owned objects no rail wants:\n")
-		for _, c := range cleanup {
-			fmt.Fprintf(w, "  %s\n", c.Command)
-		}
-	}
 	for _, u := range r.Unmanaged {
 		fmt.Fprintf(w, "not managed: %s\n", u)
 	}
+	return nil
+}
+
+// TeardownReport is what `roce-agent teardown` prints.
+type TeardownReport struct {
+	DryRun  bool     `json:"dry_run"`
+	Planned []string `json:"planned"`
+	Removed []string `json:"removed"`
+	Errors  []string `json:"errors"`
+}
+
+// NewTeardownReport wraps a teardown result for output.
+func NewTeardownReport(res nic.TeardownResult, dryRun bool) *TeardownReport {
+	r := &TeardownReport{DryRun: dryRun, Planned: nonNil(res.Planned), Removed: nonNil(res.Removed), Errors: []string{}}
+	for _, e := range res.Errs {
+		r.Errors = append(r.Errors, e.Error())
+	}
+	return r
+}
+
+// Write prints the teardown plan, then what was removed.
+func (r *TeardownReport) Write(w io.Writer, format string) error {
+	if format == "json" {
+		return WriteJSON(w, r)
+	}
+	fmt.Fprintf(w, "%d objects owned by roce-agent\n", len(r.Planned))
+	for _, c := range r.Planned {
+		fmt.Fprintf(w, "  %s\n", c)
+	}
+	if r.DryRun {
+		fmt.Fprintf(w, "dry run: nothing removed\n")
+		return nil
+	}
+	for _, c := range r.Removed {
+		fmt.Fprintf(w, "removed: %s\n", c)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+	fmt.Fprintf(w, "%d of %d removed\n", len(r.Removed), len(r.Planned))
 	return nil
 }
 

@@ -218,7 +218,9 @@ func poolAddr(pool netip.Prefix, offset int64) netip.Addr {
 // DesiredLinks turns the configuration and the inventory's rails into the
 // link engine's desired state. Every inventory rail (pinned or not) with a
 // host address, explicit in rails[] or derived from the pools, is managed;
-// rails with no address are left alone and named in the second result. The
+// rails with no address are left alone and named in the second result. A
+// rail whose netdev is missing (or that has none) stays in the result: the
+// link engine reports it as a conflict of that rail alone. The
 // configuration must have passed Validate.
 func DesiredLinks(cfg Config, inv *Inventory) ([]nic.RailLink, []string, error) {
 	byRail := map[int]RailConfig{}
@@ -253,10 +255,6 @@ func DesiredLinks(cfg Config, inv *Inventory) ([]nic.RailLink, []string, error) 
 		}
 		if ir.Rail >= RailTableSpan {
 			errs = append(errs, fmt.Errorf("rails: rail %d is above %d, the last rail the table range holds", ir.Rail, RailTableSpan-1))
-			continue
-		}
-		if rl.Netdev == "" {
-			errs = append(errs, fmt.Errorf("rails: rail %d (%s) has no netdev", ir.Rail, ir.RDMADevice))
 			continue
 		}
 		rl.IPv4, rl.IPv4Leaf = railAddress(rc.IPv4, rc.LeafIPv4, v4Pools, ir.Rail, cfg.Node.Index)

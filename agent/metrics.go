@@ -24,6 +24,14 @@ type Metrics struct {
 	ReconcileErrors   prometheus.Counter
 	ReconcileDuration prometheus.Histogram
 	Drift             *prometheus.CounterVec
+	// ReloadSuccess is 1 when the last configuration reload was applied
+	// (and before any), 0 when it was rejected; ReloadTime is when one
+	// last succeeded (the start, before any).
+	ReloadSuccess prometheus.Gauge
+	ReloadTime    prometheus.Gauge
+	// HTTPRefused counts connections refused because they arrived on a
+	// rail address.
+	HTTPRefused prometheus.Counter
 }
 
 // NewMetrics registers the agent's metrics; snap gives the collector the
@@ -43,7 +51,15 @@ func NewMetrics(version string, fs func() *nic.FS, pfc PFCReader, netdev func(st
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info", Help: "Build information.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
 	build.Set(1)
-	m.Registry.MustRegister(m.Reconciles, m.ReconcileErrors, m.ReconcileDuration, m.Drift, build,
+	m.ReloadSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "config", Name: "last_reload_successful",
+		Help: "Whether the last configuration reload was applied (1) or rejected and the running config kept (0)."})
+	m.ReloadSuccess.Set(1)
+	m.ReloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully (start or reload), in Unix seconds."})
+	m.ReloadTime.SetToCurrentTime()
+	m.HTTPRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "http", Name: "refused_connections_total",
+		Help: "HTTP connections closed unserved because they arrived on a rail address."})
+	m.Registry.MustRegister(m.Reconciles, m.ReconcileErrors, m.ReconcileDuration, m.Drift, build, m.ReloadSuccess, m.ReloadTime, m.HTTPRefused,
 		&nodeCollector{fs: fs, pfc: pfc, netdev: netdev, snap: snap, log: log, wraps: map[wrapKey]*wrap{}})
 	return m
 }

@@ -172,6 +172,10 @@ type Rail struct {
 	// (N/A for a rail without GPUs).
 	Level  Level `json:"level"`
 	Pinned bool  `json:"pinned"`
+	// Missing says why a pinned rail has no device on the host (its
+	// netdev or RDMA device does not exist); empty when it has one. Such
+	// a rail stays in the inventory so that only it fails.
+	Missing string `json:"missing,omitempty"`
 }
 
 // NonRail is an RDMA NIC that no rail uses (storage, management, a port
@@ -204,7 +208,9 @@ func (e *PinError) Error() string {
 // GPUs chose them, skipping pinned numbers. NICs whose link layer is
 // InfiniBand are not RoCE rails. netdevExists says whether a pinned netdev
 // that has no RDMA device exists on the host (it becomes a rail without an
-// RDMA device, as a lab veth does).
+// RDMA device, as a lab veth does). A pinned netdev or RDMA device the host
+// does not have is still a rail, with Missing saying so: it fails alone
+// instead of failing the inventory.
 func AssignRails(gpus []GPU, nics []nic.NIC, pins []RailPin, netdevExists func(string) bool) ([]Rail, []NonRail, error) {
 	byName := map[string]int{}
 	byNetdev := map[string]int{}
@@ -224,7 +230,10 @@ func AssignRails(gpus []GPU, nics []nic.NIC, pins []RailPin, netdevExists func(s
 		case p.RDMADevice != "":
 			i, ok := byName[p.RDMADevice]
 			if !ok {
-				return nil, nil, &PinError{p.Rail, "rdma_device", p.RDMADevice, "does not exist"}
+				usedRail[p.Rail] = true
+				extra = append(extra, Rail{Rail: p.Rail, RDMADevice: p.RDMADevice, Netdev: p.Netdev, GPUs: []int{}, Level: LevelUnknown, Pinned: true,
+					Missing: fmt.Sprintf("rdma_device %q does not exist", p.RDMADevice)})
+				continue
 			}
 			if p.Netdev != "" && nics[i].Netdev != p.Netdev {
 				return nil, nil, &PinError{p.Rail, "netdev", p.Netdev, fmt.Sprintf("is not the netdev of rdma_device %q (%q)", p.RDMADevice, nics[i].Netdev)}
@@ -233,13 +242,15 @@ func AssignRails(gpus []GPU, nics []nic.NIC, pins []RailPin, netdevExists func(s
 		case p.Netdev != "":
 			if i, ok := byNetdev[p.Netdev]; ok {
 				idx = i
-			} else if netdevExists == nil || !netdevExists(p.Netdev) {
-				return nil, nil, &PinError{p.Rail, "netdev", p.Netdev, "does not exist"}
 			}
 		}
 		usedRail[p.Rail] = true
 		if idx < 0 {
-			extra = append(extra, Rail{Rail: p.Rail, Netdev: p.Netdev, GPUs: []int{}, Level: LevelUnknown, Pinned: true})
+			r := Rail{Rail: p.Rail, Netdev: p.Netdev, GPUs: []int{}, Level: LevelUnknown, Pinned: true}
+			if netdevExists == nil || !netdevExists(p.Netdev) {
+				r.Missing = fmt.Sprintf("netdev %q does not exist", p.Netdev)
+			}
+			extra = append(extra, r)
 			continue
 		}
 		if r, dup := pinnedRail[idx]; dup {

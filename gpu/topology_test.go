@@ -151,8 +151,6 @@ func TestAssignRailsPinErrors(t *testing.T) {
 		pins []RailPin
 		want string
 	}{
-		{[]RailPin{{Rail: 4, RDMADevice: "mlx5_9"}}, `rails: rail 4: rdma_device "mlx5_9" does not exist`},
-		{[]RailPin{{Rail: 2, Netdev: "eth9"}}, `rails: rail 2: netdev "eth9" does not exist`},
 		{[]RailPin{{Rail: 0, RDMADevice: "mlx5_0", Netdev: "eth1"}}, `rails: rail 0: netdev "eth1" is not the netdev of rdma_device "mlx5_0"`},
 		{[]RailPin{{Rail: 0, RDMADevice: "mlx5_0"}, {Rail: 1, Netdev: "eth0"}}, `rails: rail 1: rdma_device "mlx5_0" is already pinned to rail 0`},
 	} {
@@ -161,6 +159,24 @@ func TestAssignRailsPinErrors(t *testing.T) {
 		if err == nil || !errors.As(err, &pe) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("pins %+v: error %v, want %q", tc.pins, err, tc.want)
 		}
+	}
+}
+
+// TestAssignRailsMissingPins: a pinned device the host does not have is a
+// rail that says so, and the other rails are assigned as usual.
+func TestAssignRailsMissingPins(t *testing.T) {
+	gpus, nics := server(2, 2)
+	rails, _, err := AssignRails(gpus, nics, []RailPin{{Rail: 4, RDMADevice: "mlx5_9"}, {Rail: 2, Netdev: "eth9"}}, func(string) bool { return false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := map[int]string{}
+	for _, r := range rails {
+		missing[r.Rail] = r.Missing
+	}
+	want := map[int]string{0: "", 1: "", 2: `netdev "eth9" does not exist`, 4: `rdma_device "mlx5_9" does not exist`}
+	if fmt.Sprint(missing) != fmt.Sprint(want) {
+		t.Errorf("rails missing = %v, want %v", missing, want)
 	}
 }
 

@@ -102,23 +102,106 @@ func (e *LinkEngine) saveOwned(o Owned) error {
 	return nil
 }
 
+// EmptyDesiredError refuses a desired state with no rails while the agent
+// owns objects on the host: an empty desired state never removes anything;
+// only Teardown does.
+type EmptyDesiredError struct{ Owned []string }
+
+func (e *EmptyDesiredError) Error() string {
+	return fmt.Sprintf("refused: the desired state has no rails while roce-agent owns %d objects on this host (%s); nothing was changed. An empty desired state never removes anything: run 'roce-agent teardown' to remove them",
+		len(e.Owned), strings.Join(e.Owned, "; "))
+}
+
 // Plan reads the live state and returns what Apply would do, changing
-// nothing. A *ValidationError says why the desired state cannot apply.
+// nothing. A *ValidationError says why the desired state cannot apply; an
+// *EmptyDesiredError refuses no rails while the agent owns state.
 func (e *LinkEngine) Plan(desired []RailLink) (LinkPlan, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	_, _, plan, err := e.plan(desired)
+	return plan, err
+}
+
+// plan reads the record and the live state, validates and plans.
+func (e *LinkEngine) plan(desired []RailLink) (Owned, LiveState, LinkPlan, error) {
 	owned, err := e.loadOwned()
 	if err != nil {
-		return LinkPlan{}, err
+		return owned, LiveState{}, LinkPlan{}, err
 	}
 	live, err := e.Host.ReadLive(desired, owned, e.Range)
 	if err != nil {
-		return LinkPlan{}, fmt.Errorf("read live state: %w", err)
+		return owned, live, LinkPlan{}, fmt.Errorf("read live state: %w", err)
+	}
+	if len(desired) == 0 {
+		if objs := ownedObjects(live, owned, e.Range); len(objs) > 0 {
+			names := make([]string, len(objs))
+			for i, c := range objs {
+				names[i] = c.Command
+			}
+			return owned, live, LinkPlan{}, &EmptyDesiredError{names}
+		}
 	}
 	if errs := CheckLive(desired, live); len(errs) > 0 {
-		return LinkPlan{}, &ValidationError{errs}
+		return owned, live, LinkPlan{}, &ValidationError{errs}
 	}
-	return PlanLinks(desired, live, owned, e.Range), nil
+	return owned, live, PlanLinks(desired, live, owned, e.Range), nil
+}
+
+// TeardownResult is what Teardown removed.
+type TeardownResult struct {
+	// Planned lists every removal, as commands.
+	Planned []string
+	// Removed lists what was removed; Errs what failed.
+	Removed []string
+	Errs    []error
+}
+
+// Teardown removes everything the agent owns in the namespace (routes,
+// rules, then addresses; see PlanTeardown), or with dryRun only lists it.
+// It is the only path that removes state without a desired rail.
+func (e *LinkEngine) Teardown(dryRun bool) (TeardownResult, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var res TeardownResult
+	owned, err := e.loadOwned()
+	if err != nil {
+		return res, err
+	}
+	live, err := e.Host.ReadLive(nil, owned, e.Range)
+	if err != nil {
+		return res, fmt.Errorf("read live state: %w", err)
+	}
+	changes := PlanTeardown(live, owned, e.Range)
+	for _, c := range changes {
+		res.Planned = append(res.Planned, c.Command)
+	}
+	if dryRun {
+		return res, nil
+	}
+	for _, c := range changes {
+		if _, err := e.Host.Apply([]Change{c}); err != nil {
+			res.Errs = append(res.Errs, fmt.Errorf("%s: %w", c.Command, err))
+			continue
+		}
+		res.Removed = append(res.Removed, c.Command)
+		if c.Kind == AddrDel {
+			owned.remove(c.Netdev, c.Addr)
+		}
+	}
+	// Forget recorded addresses that are gone from the host.
+	for nd, addrs := range owned.Addrs {
+		link, ok := live.Links[nd]
+		for _, a := range addrs {
+			if !ok || !hasPrefix(link.Addrs, a) {
+				owned.remove(nd, a)
+			}
+		}
+	}
+	if err := e.saveOwned(owned); err != nil {
+		res.Errs = append(res.Errs, err)
+	}
+	e.converged = nil
+	return res, nil
 }
 
 // Reconcile plans and applies, rail by rail in dependency order. A rail
@@ -129,18 +212,10 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	res := ApplyResult{Drift: map[ChangeKind]int{}}
-	owned, err := e.loadOwned()
+	owned, _, plan, err := e.plan(desired)
 	if err != nil {
 		return res, err
 	}
-	live, err := e.Host.ReadLive(desired, owned, e.Range)
-	if err != nil {
-		return res, fmt.Errorf("read live state: %w", err)
-	}
-	if errs := CheckLive(desired, live); len(errs) > 0 {
-		return res, &ValidationError{errs}
-	}
-	plan := PlanLinks(desired, live, owned, e.Range)
 	if e.converged == nil {
 		e.converged = map[int]bool{}
 	}
@@ -158,9 +233,9 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 		}
 	}
 
-	conflicts := map[int]string{}
+	conflicts := map[int][]string{}
 	for _, c := range plan.Conflicts {
-		conflicts[c.Rail] = c.Reason
+		conflicts[c.Rail] = append(conflicts[c.Rail], c.Reason)
 	}
 	byRail := map[int][]Change{}
 	for _, c := range plan.Changes {
@@ -168,13 +243,7 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 	}
 	recordChanged = false
 	for _, r := range desired {
-		rr := RailResult{Rail: r.Rail, Netdev: r.Netdev}
-		if reason, ok := conflicts[r.Rail]; ok {
-			rr.Conflict = reason
-			e.converged[r.Rail] = false
-			res.Rails = append(res.Rails, rr)
-			continue
-		}
+		rr := RailResult{Rail: r.Rail, Netdev: r.Netdev, Conflict: strings.Join(conflicts[r.Rail], "; ")}
 		changes := byRail[r.Rail]
 		n, err := e.Host.Apply(changes)
 		res.Writes += n
@@ -200,7 +269,7 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 				}
 			}
 		}
-		rr.Converged = rr.Err == nil
+		rr.Converged = rr.Err == nil && rr.Conflict == ""
 		e.converged[r.Rail] = rr.Converged
 		res.Rails = append(res.Rails, rr)
 	}

@@ -53,27 +53,25 @@ type linkHandle interface {
 }
 
 // OpenHost opens the namespace ns (netns.None() for the caller's own).
-// The caller keeps ownership of ns.
+// The caller keeps ownership of ns. In the caller's own namespace nothing
+// calls setns(2), so CAP_NET_ADMIN is the only privilege the link engine
+// needs; entering another namespace needs CAP_SYS_ADMIN as well.
 func OpenHost(ns netns.NsHandle) (*Host, error) {
 	host := &Host{ns: ns, procSys: "/proc/sys"}
 	var err error
-	cur, err := netns.Get()
+	if ns.IsOpen() {
+		host.h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	} else {
+		host.h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("open current netns: %w", err)
+		return nil, fmt.Errorf("open netlink in netns: %w", privilegeHint(err, "CAP_SYS_ADMIN (to enter another network namespace)"))
 	}
-	defer cur.Close()
-	target := ns
-	if !ns.IsOpen() {
-		target = cur
-	}
-	host.h, err = netlink.NewHandleAt(target, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("open netlink in netns: %w", err)
-	}
-	sock, err := nl.GetNetlinkSocketAt(target, cur, unix.NETLINK_ROUTE)
+	// GetNetlinkSocketAt enters newNs only when it is open.
+	sock, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
 		host.h.Close()
-		return nil, fmt.Errorf("open netlink socket in netns: %w", err)
+		return nil, fmt.Errorf("open netlink socket in netns: %w", privilegeHint(err, "CAP_SYS_ADMIN (to enter another network namespace)"))
 	}
 	host.raw = &nl.SocketHandle{Socket: sock}
 	if ns.IsOpen() {
@@ -83,6 +81,15 @@ func OpenHost(ns netns.NsHandle) (*Host, error) {
 		}
 	}
 	return host, nil
+}
+
+// privilegeHint names the capability an EPERM or EACCES from the kernel
+// means is missing.
+func privilegeHint(err error, capability string) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%w (roce-agent needs %s)", err, capability)
+	}
+	return err
 }
 
 // startWorker starts the goroutine that keeps an OS thread inside the
@@ -113,6 +120,12 @@ func (h *Host) Close() {
 	}
 	h.h.Close()
 	h.raw.Close()
+}
+
+// LinkExists reports whether the namespace has a netdev of that name.
+func (h *Host) LinkExists(name string) bool {
+	_, err := h.h.LinkByName(name)
+	return err == nil
 }
 
 // Handle is the namespace's netlink handle.
@@ -198,54 +211,103 @@ func writeSysctl(path, value string) error {
 	return nil
 }
 
-// readLinks reads the named links with one RTM_GETLINK dump (decoding
-// IFLA_MAX_MTU, which vishvananda/netlink does not) and their addresses
-// with one RTM_GETADDR dump. Interrupted dumps are repeated.
+// readLinks reads, with one RTM_GETLINK dump (decoding IFLA_MAX_MTU, which
+// vishvananda/netlink does not) and one RTM_GETADDR dump (decoding
+// IFA_PROTO, likewise), the named links and every link holding an address
+// marked with the agent's protocol. Interrupted dumps are repeated.
 func (h *Host) readLinks(live *LiveState, names map[string]bool) error {
-	byIndex := map[int]string{}
-	for try := 0; ; try++ {
-		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
-		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: h.raw}
-		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
-		msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
-		if err != nil {
-			if errors.Is(err, netlink.ErrDumpInterrupted) && try < dumpRetries {
-				continue
-			}
-			return fmt.Errorf("list links: %w", err)
-		}
-		for _, m := range msgs {
-			l, ok := parseLink(m)
-			if ok && names[l.Name] {
-				live.Links[l.Name] = l
-				byIndex[l.Index] = l.Name
-			}
-		}
-		break
+	all := map[int]Link{}
+	msgs, err := h.dump(unix.RTM_GETLINK, unix.RTM_NEWLINK, nl.NewIfInfomsg(unix.AF_UNSPEC))
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
 	}
-	var addrs []netlink.Addr
-	var err error
-	for try := 0; ; try++ {
-		addrs, err = h.h.AddrList(nil, netlink.FAMILY_ALL)
-		if err == nil || !errors.Is(err, netlink.ErrDumpInterrupted) || try == dumpRetries {
-			break
+	for _, m := range msgs {
+		if l, ok := parseLink(m); ok {
+			all[l.Index] = l
 		}
 	}
+	msgs, err = h.dump(unix.RTM_GETADDR, unix.RTM_NEWADDR, nl.NewIfAddrmsg(unix.AF_UNSPEC))
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
-	for _, a := range addrs {
-		name, ok := byIndex[a.LinkIndex]
+	for _, m := range msgs {
+		index, p, proto, ok := parseAddr(m)
 		if !ok {
 			continue
 		}
-		if p, ok := prefixOf(a.IPNet); ok {
-			l := live.Links[name]
-			l.Addrs = append(l.Addrs, p)
-			live.Links[name] = l
+		l, ok := all[index]
+		if !ok {
+			continue
+		}
+		l.Addrs = append(l.Addrs, p)
+		if proto == AddrProtocol {
+			l.MarkedAddrs = append(l.MarkedAddrs, p)
+		}
+		all[index] = l
+	}
+	for _, l := range all {
+		if names[l.Name] || len(l.MarkedAddrs) > 0 {
+			live.Links[l.Name] = l
 		}
 	}
 	return nil
+}
+
+// dump runs one rtnetlink dump on the raw socket, repeating it when the
+// kernel says it was interrupted by a concurrent change.
+func (h *Host) dump(req, reply int, msg nl.NetlinkRequestData) ([][]byte, error) {
+	for try := 0; ; try++ {
+		r := nl.NewNetlinkRequest(req, unix.NLM_F_DUMP)
+		r.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: h.raw}
+		r.AddData(msg)
+		msgs, err := r.Execute(unix.NETLINK_ROUTE, uint16(reply))
+		if err == nil {
+			return msgs, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try >= dumpRetries {
+			return nil, err
+		}
+	}
+}
+
+// ifaProto is IFA_PROTO (Linux 5.18): who added an address.
+const ifaProto = 11
+
+// parseAddr decodes one RTM_NEWADDR message: the link index, the local
+// address with its prefix length, and IFA_PROTO (0 when absent).
+func parseAddr(m []byte) (int, netip.Prefix, uint8, bool) {
+	if len(m) < unix.SizeofIfAddrmsg {
+		return 0, netip.Prefix{}, 0, false
+	}
+	msg := nl.DeserializeIfAddrmsg(m)
+	attrs, err := nl.ParseRouteAttr(m[unix.SizeofIfAddrmsg:])
+	if err != nil {
+		return 0, netip.Prefix{}, 0, false
+	}
+	var local, address netip.Addr
+	var proto uint8
+	for _, a := range attrs {
+		switch a.Attr.Type {
+		case unix.IFA_LOCAL:
+			local, _ = netip.AddrFromSlice(a.Value)
+		case unix.IFA_ADDRESS:
+			address, _ = netip.AddrFromSlice(a.Value)
+		case ifaProto:
+			if len(a.Value) >= 1 {
+				proto = a.Value[0]
+			}
+		}
+	}
+	// IPv4 sends IFA_LOCAL (and IFA_ADDRESS, the peer on point-to-point
+	// links); IPv6 sends IFA_ADDRESS alone.
+	addr := local
+	if !addr.IsValid() {
+		addr = address
+	}
+	if !addr.IsValid() || int(msg.Prefixlen) > addr.Unmap().BitLen() {
+		return 0, netip.Prefix{}, 0, false
+	}
+	return int(msg.Index), netip.PrefixFrom(addr.Unmap(), int(msg.Prefixlen)), proto, true
 }
 
 // parseLink decodes one RTM_NEWLINK message: index, flags, name, MTU and
@@ -414,7 +476,7 @@ func (h *Host) Apply(cs []Change) (int, error) {
 			return nil
 		})
 		if err != nil {
-			return done, err
+			return done, privilegeHint(err, "CAP_NET_ADMIN")
 		}
 		i = j
 	}
@@ -422,6 +484,10 @@ func (h *Host) Apply(cs []Change) (int, error) {
 }
 
 func (h *Host) apply(c Change) error {
+	return privilegeHint(h.write(c), "CAP_NET_ADMIN")
+}
+
+func (h *Host) write(c Change) error {
 	switch c.Kind {
 	case RuleAdd:
 		err := h.h.RuleAdd(nlRule(c.Rule))
@@ -448,11 +514,7 @@ func (h *Host) apply(c Change) error {
 	case LinkMTU:
 		return h.h.LinkSetMTU(link, c.MTU)
 	case AddrAdd:
-		a := &netlink.Addr{IPNet: ipNet(c.Addr)}
-		if c.Addr.Addr().Is6() {
-			a.Flags = unix.IFA_F_NODAD
-		}
-		err := h.h.AddrAdd(link, a)
+		err := h.addAddr(link.Attrs().Index, c.Addr)
 		if errors.Is(err, unix.EEXIST) {
 			return nil
 		}
@@ -465,6 +527,38 @@ func (h *Host) apply(c Change) error {
 		return h.h.RouteDel(nlRoute(c.Route, link.Attrs().Index))
 	}
 	return fmt.Errorf("unknown change kind %q", c.Kind)
+}
+
+// addAddr adds a host address marked with IFA_PROTO AddrProtocol, so the
+// kernel itself records that the agent owns it (kernels before 5.18 ignore
+// the attribute; the ownership record covers them). IPv6 addresses skip
+// duplicate address detection: the /127 peer is the leaf.
+func (h *Host) addAddr(index int, p netip.Prefix) error {
+	if index <= 0 {
+		return fmt.Errorf("add address %s: no link index", p)
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: h.raw}
+	msg := nl.NewIfAddrmsg(family(p.Addr()))
+	msg.Index = uint32(index)
+	msg.Prefixlen = uint8(p.Bits())
+	var flags uint32
+	if p.Addr().Is6() {
+		flags = unix.IFA_F_NODAD
+		msg.Flags = uint8(flags)
+	}
+	req.AddData(msg)
+	raw := p.Addr().AsSlice()
+	req.AddData(nl.NewRtAttr(unix.IFA_LOCAL, raw))
+	req.AddData(nl.NewRtAttr(unix.IFA_ADDRESS, raw))
+	if flags != 0 {
+		b := make([]byte, 4)
+		native.PutUint32(b, flags)
+		req.AddData(nl.NewRtAttr(unix.IFA_FLAGS, b))
+	}
+	req.AddData(nl.NewRtAttr(ifaProto, []byte{AddrProtocol}))
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 func nlRule(r Rule) *netlink.Rule {

@@ -11,6 +11,11 @@ import (
 // and FRA_PROTOCOL); /etc/iproute2/rt_protos.d/roce-agent.conf names it.
 const RouteProtocol = 171
 
+// AddrProtocol marks the addresses the agent adds (IFA_PROTO, Linux 5.18
+// and later): ownership lives in the kernel, and the ownership record under
+// the state directory is only a fallback for older kernels.
+const AddrProtocol = RouteProtocol
+
 // RailLink is the desired link state of one rail: the netdev up with an
 // MTU, per-interface sysctls, a /31 and a /127 host address, and a routing
 // table of its own selected by a source rule, holding the rail's prefixes
@@ -112,6 +117,15 @@ type Link struct {
 	MTU    int
 	MaxMTU int // IFLA_MAX_MTU; 0 when the kernel did not say
 	Addrs  []netip.Prefix
+	// MarkedAddrs are the addresses the kernel marks with AddrProtocol.
+	MarkedAddrs []netip.Prefix
+}
+
+// owns reports whether the agent owns addr on link: the kernel marks it
+// with AddrProtocol, or the ownership record has it (kernels without
+// IFA_PROTO).
+func owns(link Link, owned Owned, addr netip.Prefix) bool {
+	return hasPrefix(link.MarkedAddrs, addr) || owned.Has(link.Name, addr)
 }
 
 // LiveState is what the kernel has: the rail netdevs (absent ones are
@@ -160,10 +174,18 @@ type Change struct {
 	Route  Route
 }
 
-// Conflict is foreign state that stops a rail: reported, never "fixed".
+// Conflict is foreign state that stops one change of a rail (or, for a
+// missing netdev, the whole rail): reported, never "fixed". The rail's
+// other changes are still made.
 type Conflict struct {
 	Rail   int
 	Netdev string
+	// Object is what the agent did not change ("address 10.0.1.1/31 on
+	// rail1", "netdev rail3").
+	Object string
+	// Owner is what holds it instead, and why it is not the agent's.
+	Owner string
+	// Reason is the whole sentence, naming the object and its owner.
 	Reason string
 }
 
@@ -223,10 +245,14 @@ func (p LinkPlan) Commands() []string {
 }
 
 // PlanLinks diffs desired rails against the live state. It only ever plans
-// changes to rail netdevs, to addresses in the ownership record, and to
-// routes and rules carrying RouteProtocol in the agent's range. A rail whose
-// netdev is missing, or whose /31 or /127 holds a foreign address, gets a
-// conflict and no changes. Owned objects no rail wants any more are removed.
+// changes to rail netdevs, to addresses the agent owns (marked by the
+// kernel or in the ownership record), and to routes and rules carrying
+// RouteProtocol in the agent's range. A rail whose netdev is missing gets a
+// conflict and no changes; a foreign address in a rail's /31 or /127 stops
+// that family's address, rule and routes, and the rail's other changes are
+// still planned. Owned objects no rail wants any more are removed, but only
+// when at least one rail is desired: an empty desired state removes
+// nothing (PlanTeardown is the only way to remove everything).
 func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) LinkPlan {
 	var plan LinkPlan
 	wantAddr := map[string]map[netip.Prefix]bool{}
@@ -236,15 +262,21 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 
 	for _, r := range desired {
 		link, ok := live.Links[r.Netdev]
-		if !ok {
-			plan.Conflicts = append(plan.Conflicts, Conflict{r.Rail, r.Netdev, "netdev does not exist"})
+		if !ok || r.Netdev == "" {
+			obj := "netdev " + r.Netdev
+			if r.Netdev == "" {
+				obj = "netdev (none found for the rail)"
+			}
+			plan.Conflicts = append(plan.Conflicts, Conflict{Rail: r.Rail, Netdev: r.Netdev, Object: obj, Owner: "absent",
+				Reason: obj + " does not exist in the rails' network namespace"})
 			blocked[r.Netdev] = true
 			continue
 		}
-		if c := foreignInRail(r, link, owned); c != "" {
-			plan.Conflicts = append(plan.Conflicts, Conflict{r.Rail, r.Netdev, c})
+		skip := map[bool]bool{} // family (true: IPv6) held by a foreign address
+		for _, c := range foreignInRail(r, link, owned) {
+			plan.Conflicts = append(plan.Conflicts, c.Conflict)
+			skip[c.v6] = true
 			blocked[r.Netdev] = true
-			continue
 		}
 		var ch []Change
 		add := func(c Change) {
@@ -274,23 +306,26 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 				continue
 			}
 			wantAddr[r.Netdev][a] = true
-			if !hasPrefix(link.Addrs, a) {
+			if !skip[a.Addr().Is6()] && !hasPrefix(link.Addrs, a) {
 				add(Change{Kind: AddrAdd, Addr: a, Command: addrCommand("add", a, r.Netdev)})
 			}
 		}
 		for _, rule := range r.rules() {
 			wantRule[rule] = true
-			if !hasRule(live.Rules, rule) {
+			if !skip[rule.Src.Addr().Is6()] && !hasRule(live.Rules, rule) {
 				add(Change{Kind: RuleAdd, Rule: rule, Command: ruleCommand("add", rule)})
 			}
 		}
 		for _, rt := range r.routes() {
 			wantRoute[rt.key()] = true
-			if !hasRoute(live.Routes, rt) {
+			if !skip[rt.Dst.Addr().Is6()] && !hasRoute(live.Routes, rt) {
 				add(Change{Kind: RouteSet, Route: rt, Command: routeCommand("replace", rt)})
 			}
 		}
 		plan.Changes = append(plan.Changes, ch...)
+	}
+	if len(desired) == 0 {
+		return plan
 	}
 
 	// Remove what the agent owns and no rail wants any more.
@@ -302,11 +337,6 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 		}
 		return -1
 	}
-	for _, rt := range live.Routes {
-		if rt.Protocol == RouteProtocol && tr.HasTable(rt.Table) && !wantRoute[rt.key()] && !blocked[rt.Dev] {
-			plan.Changes = append(plan.Changes, Change{Rail: railOf(rt.Dev), Netdev: rt.Dev, LinkIndex: live.Links[rt.Dev].Index, Kind: RouteDel, Route: rt, Command: routeCommand("del", rt)})
-		}
-	}
 	railOfTable := func(table int) int {
 		for _, r := range desired {
 			if r.Table == table {
@@ -315,26 +345,25 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 		}
 		return -1
 	}
-	for _, rule := range live.Rules {
-		if rule.Protocol == RouteProtocol && !rule.Other && !wantRule[rule] {
-			plan.Changes = append(plan.Changes, Change{Rail: railOfTable(rule.Table), Kind: RuleDel, Rule: rule, Command: ruleCommand("del", rule)})
-		}
-	}
-	netdevs := make([]string, 0, len(owned.Addrs))
-	for nd := range owned.Addrs {
-		netdevs = append(netdevs, nd)
-	}
-	sort.Strings(netdevs)
-	for _, nd := range netdevs {
-		link, ok := live.Links[nd]
-		if !ok || blocked[nd] {
-			continue
-		}
-		for _, a := range owned.Addrs[nd] {
-			if hasPrefix(link.Addrs, a) && !wantAddr[nd][a] {
-				plan.Changes = append(plan.Changes, Change{Rail: railOf(nd), Netdev: nd, LinkIndex: link.Index, Kind: AddrDel, Addr: a, Command: addrCommand("del", a, nd)})
+	for _, c := range ownedObjects(live, owned, tr) {
+		switch c.Kind {
+		case RouteDel:
+			if wantRoute[c.Route.key()] || blocked[c.Netdev] {
+				continue
 			}
+			c.Rail = railOf(c.Netdev)
+		case RuleDel:
+			if wantRule[c.Rule] {
+				continue
+			}
+			c.Rail = railOfTable(c.Rule.Table)
+		case AddrDel:
+			if wantAddr[c.Netdev][c.Addr] || blocked[c.Netdev] {
+				continue
+			}
+			c.Rail = railOf(c.Netdev)
 		}
+		plan.Changes = append(plan.Changes, c)
 	}
 	sort.SliceStable(plan.Changes, func(i, j int) bool {
 		a, b := plan.Changes[i], plan.Changes[j]
@@ -346,6 +375,47 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 	return plan
 }
 
+// ownedObjects lists, as removals, everything the agent owns in the live
+// state: routes marked RouteProtocol in its tables, rules marked
+// RouteProtocol at its priorities and tables with no other selector, and
+// the addresses it owns. Rail is -1 on each.
+func ownedObjects(live LiveState, owned Owned, tr TableRange) []Change {
+	var out []Change
+	for _, rt := range live.Routes {
+		if rt.Protocol == RouteProtocol && tr.HasTable(rt.Table) {
+			out = append(out, Change{Rail: -1, Netdev: rt.Dev, LinkIndex: live.Links[rt.Dev].Index, Kind: RouteDel, Route: rt, Command: routeCommand("del", rt)})
+		}
+	}
+	for _, rule := range live.Rules {
+		if rule.Protocol == RouteProtocol && !rule.Other && tr.HasPriority(rule.Priority) && tr.HasTable(rule.Table) {
+			out = append(out, Change{Rail: -1, Kind: RuleDel, Rule: rule, Command: ruleCommand("del", rule)})
+		}
+	}
+	netdevs := make([]string, 0, len(live.Links))
+	for nd := range live.Links {
+		netdevs = append(netdevs, nd)
+	}
+	sort.Strings(netdevs)
+	for _, nd := range netdevs {
+		link := live.Links[nd]
+		for _, a := range link.Addrs {
+			if owns(link, owned, a) {
+				out = append(out, Change{Rail: -1, Netdev: nd, LinkIndex: link.Index, Kind: AddrDel, Addr: a, Command: addrCommand("del", a, nd)})
+			}
+		}
+	}
+	return out
+}
+
+// PlanTeardown is every removal that gives back what the agent owns:
+// routes, then rules, then addresses. Nothing else is touched: MTU, link
+// state and sysctls stay as they are.
+func PlanTeardown(live LiveState, owned Owned, tr TableRange) []Change {
+	out := ownedObjects(live, owned, tr)
+	sort.SliceStable(out, func(i, j int) bool { return kindOrder[out[i].Kind] < kindOrder[out[j].Kind] })
+	return out
+}
+
 func railSortKey(r int) int {
 	if r < 0 {
 		return 1 << 30
@@ -353,23 +423,39 @@ func railSortKey(r int) int {
 	return r
 }
 
-// foreignInRail names a foreign address inside the rail's /31 or /127
-// other than the desired host address itself.
-func foreignInRail(r RailLink, link Link, owned Owned) string {
+// railConflict is a Conflict with the address family it holds.
+type railConflict struct {
+	Conflict
+	v6 bool
+}
+
+// foreignInRail finds foreign addresses inside the rail's /31 or /127
+// other than the desired host address itself, one conflict per family.
+func foreignInRail(r RailLink, link Link, owned Owned) []railConflict {
+	var out []railConflict
 	for _, want := range []netip.Prefix{r.IPv4, r.IPv6} {
 		if !want.IsValid() {
 			continue
 		}
 		for _, have := range link.Addrs {
-			if have == want || owned.Has(r.Netdev, have) {
+			if have == want || owns(link, owned, have) {
 				continue
 			}
 			if want.Masked().Contains(have.Addr()) || have.Masked().Contains(want.Addr()) {
-				return fmt.Sprintf("foreign address %s overlaps the rail's %s", have, want.Masked())
+				fam := "IPv4"
+				if want.Addr().Is6() {
+					fam = "IPv6"
+				}
+				obj := fmt.Sprintf("address %s on %s", want, r.Netdev)
+				owner := fmt.Sprintf("foreign address %s (not marked protocol %d, not in the ownership record)", have, AddrProtocol)
+				out = append(out, railConflict{Conflict{Rail: r.Rail, Netdev: r.Netdev, Object: obj, Owner: owner,
+					Reason: fmt.Sprintf("%s not added: foreign address %s on %s overlaps the rail's %s (it is not marked protocol %d nor in the ownership record); the rail's %s rule and routes wait for it",
+						obj, have, r.Netdev, want.Masked(), AddrProtocol, fam)}, want.Addr().Is6()})
+				break
 			}
 		}
 	}
-	return ""
+	return out
 }
 
 // rules are the rail's source rules, one per family.

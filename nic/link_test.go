@@ -146,12 +146,36 @@ ip address add 10.0.0.1/31 dev eth0
 				l.Links["eth1"] = link
 				return l
 			}(),
-			want: "conflict rail 1 (eth1): foreign address 10.0.1.0/31 overlaps the rail's 10.0.1.0/31\n" +
-				strings.Join(PlanLinks([]RailLink{r0}, fresh(r0), Owned{}, tr).Commands(), "\n") + "\n",
+			// The rail's address, rule and routes wait; its link settings are
+			// still made, and so is every other rail.
+			want: "conflict rail 1 (eth1): address 10.0.1.1/31 on eth1 not added: foreign address 10.0.1.0/31 on eth1 overlaps the rail's 10.0.1.0/31 (it is not marked protocol 171 nor in the ownership record); the rail's IPv4 rule and routes wait for it\n" +
+				strings.Join(PlanLinks([]RailLink{r0}, fresh(r0), Owned{}, tr).Commands(), "\n") + "\n" +
+				`ip link set dev eth1 up
+ip link set dev eth1 mtu 9000
+sysctl -w net.ipv4.conf.eth1.arp_announce=2
+sysctl -w net.ipv4.conf.eth1.arp_ignore=1
+sysctl -w net.ipv4.conf.eth1.rp_filter=2
+`,
+		},
+		{
+			name: "a foreign IPv4 address holds back IPv4 only", rails: []RailLink{r0},
+			live: func() LiveState {
+				l := converged(r0)
+				link := l.Links["eth0"]
+				link.Addrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/31"), r0.IPv6}
+				l.Links["eth0"] = link
+				l.Rules = l.Rules[1:] // the IPv6 rule is there, the IPv4 one not
+				l.Routes = nil
+				return l
+			}(),
+			want: "conflict rail 0 (eth0): address 10.0.0.1/31 on eth0 not added: foreign address 10.0.0.0/31 on eth0 overlaps the rail's 10.0.0.0/31 (it is not marked protocol 171 nor in the ownership record); the rail's IPv4 rule and routes wait for it\n" +
+				`ip -6 route replace fc00:0:0:1::/127 dev eth0 table 1000 proto 171 scope link src fc00:0:0:1::1
+ip -6 route replace fc00::/16 via fc00:0:0:1:: dev eth0 table 1000 proto 171
+`,
 		},
 		{
 			name: "missing netdev is a conflict", rails: []RailLink{rail(2, "eth9", "10.0.2.1/31", "")},
-			live: LiveState{Links: map[string]Link{}}, want: "conflict rail 2 (eth9): netdev does not exist\n",
+			live: LiveState{Links: map[string]Link{}}, want: "conflict rail 2 (eth9): netdev eth9 does not exist in the rails' network namespace\n",
 		},
 		{
 			name: "readdressing: make before break", rails: []RailLink{rail(1, "eth1", "10.0.9.1/31", "")},
@@ -166,13 +190,45 @@ ip address del 10.0.1.1/31 dev eth1
 `,
 		},
 		{
-			name: "a rail removed from the config: owned state goes, foreign stays", rails: nil,
-			live:  converged(r1),
+			name: "a rail removed from the config: owned state goes, foreign stays", rails: []RailLink{r0},
+			live:  converged(r0, r1),
 			owned: ownedOf("eth1", "10.0.1.1/31"),
 			want: `ip route del 10.0.1.0/31 dev eth1 table 1001 proto 171 scope link src 10.0.1.1
 ip rule del from 10.0.1.1 lookup 1001 priority 1001 protocol 171
 ip address del 10.0.1.1/31 dev eth1
 `,
+		},
+		{
+			name: "ownership from the kernel alone: an address marked protocol 171 goes with its rail", rails: []RailLink{r0},
+			live: func() LiveState {
+				l := converged(r0, r1)
+				link := l.Links["eth1"]
+				link.MarkedAddrs = []netip.Prefix{r1.IPv4}
+				l.Links["eth1"] = link
+				return l
+			}(),
+			want: `ip route del 10.0.1.0/31 dev eth1 table 1001 proto 171 scope link src 10.0.1.1
+ip rule del from 10.0.1.1 lookup 1001 priority 1001 protocol 171
+ip address del 10.0.1.1/31 dev eth1
+`,
+		},
+		{
+			name: "an empty desired state removes nothing", rails: nil,
+			live:  converged(r0, r1),
+			owned: ownedOf("eth1", "10.0.1.1/31"),
+			want:  "",
+		},
+		{
+			name: "rules marked 171 outside the priority or table range are not the agent's", rails: []RailLink{r0},
+			live: func() LiveState {
+				l := converged(r0)
+				l.Rules = append(l.Rules,
+					Rule{Priority: 900, Src: netip.MustParsePrefix("10.9.9.9/32"), Table: 1005, Protocol: RouteProtocol},
+					Rule{Priority: 5000, Src: netip.MustParsePrefix("10.9.9.9/32"), Table: 1005, Protocol: RouteProtocol},
+					Rule{Priority: 1007, Src: netip.MustParsePrefix("10.9.9.9/32"), Table: 77, Protocol: RouteProtocol})
+				return l
+			}(),
+			want: "",
 		},
 		{
 			name: "an address someone else added exactly as desired is not re-added or owned", rails: []RailLink{r1},

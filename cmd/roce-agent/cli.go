@@ -14,7 +14,7 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/roce-agent/roce-agent/agent"
@@ -33,14 +33,18 @@ type command struct {
 	name    string
 	summary string
 	run     func(env *cliEnv) error
+	// desired: the command converges the host, so it refuses to start
+	// without a desired state (a config file with rails or qos).
+	desired bool
 }
 
 var commands = []command{
-	{"inventory", "print GPUs, RDMA NICs, their PCIe affinity and the rails", runInventory},
-	{"run", "run the daemon: keep rails converged, serve /metrics, /healthz, /readyz, /v1/status", runDaemon},
-	{"plan", "print the link and QoS changes apply would make (changes nothing)", runPlan},
-	{"apply", "converge every rail (links, then QoS) once and exit (non-zero if a rail did not converge)", runApply},
-	{"version", "print the version", runVersion},
+	{"inventory", "print GPUs, RDMA NICs, their PCIe affinity and the rails", runInventory, false},
+	{"run", "run the daemon: keep rails converged, serve /metrics, /healthz, /readyz, /v1/status", runDaemon, true},
+	{"plan", "print the link and QoS changes apply would make (changes nothing)", runPlan, true},
+	{"apply", "converge every rail (links, then QoS) once and exit (non-zero if a rail did not converge)", runApply, true},
+	{"teardown", "print, then remove, every address, rule and route roce-agent owns (--dry-run: print only)", runTeardown, false},
+	{"version", "print the version", runVersion, false},
 }
 
 // cliEnv is what a subcommand gets: the loaded config and where to write.
@@ -67,6 +71,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "run 'roce-agent --help' for usage")
 			return exitUsage
 		}
+		var ce *configError
+		if errors.As(err, &ce) {
+			return exitUsage
+		}
 	}
 	return code
 }
@@ -74,11 +82,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 func newFlagSet(stderr io.Writer) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("roce-agent", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.String("config", "", "YAML config file (keys in docs/config.md)")
+	fs.String("config", "", "YAML config file (keys in docs/config.md; default $ROCE_AGENT_CONFIG, else "+DefaultConfigPath+")")
 	fs.String("sysfs-root", nic.DefaultRoot, "sysfs tree to read (a host mount or a fixture tree)")
 	fs.StringP("output", "o", "table", "output format: table or json")
 	fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.String("log-format", "auto", "log format: auto (json under systemd or Kubernetes), text or json")
+	fs.String("listen", "", "run: address for /metrics, /healthz, /readyz, /v1/status (default listen.metrics, "+agent.DefaultConfig().Listen.Metrics+")")
+	fs.Bool("dry-run", false, "teardown: print what would be removed, remove nothing")
 	fs.BoolP("help", "h", false, "show this help")
 	fs.SortFlags = false
 	fs.Usage = func() {}
@@ -128,9 +138,9 @@ func runE(args []string, stdout, stderr io.Writer) (int, error) {
 	if output != "table" && output != "json" {
 		return exitUsage, &usageError{fmt.Sprintf("--output: %q is not one of table, json", output)}
 	}
-	cfg, err := loadConfig(fs)
+	cfg, err := loadConfig(fs, cmd.desired)
 	if err != nil {
-		return exitError, err
+		return exitUsage, err
 	}
 	logger, err := newLogger(stderr, cfg.Log)
 	if err != nil {
@@ -141,56 +151,6 @@ func runE(args []string, stdout, stderr io.Writer) (int, error) {
 		return exitError, err
 	}
 	return exitOK, nil
-}
-
-// loadConfig merges defaults, the config file, ROCE_AGENT_* env and flags
-// (later wins), rejects unknown keys and validates the result.
-func loadConfig(fs *pflag.FlagSet) (agent.Config, error) {
-	def := agent.DefaultConfig()
-	v := viper.New()
-	v.SetEnvPrefix("ROCE_AGENT")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	for key, value := range agent.SettingKeys() {
-		if value == nil {
-			if err := v.BindEnv(key); err != nil {
-				return def, fmt.Errorf("bind env for %s: %w", key, err)
-			}
-			continue
-		}
-		v.SetDefault(key, value)
-	}
-	for key, flag := range map[string]string{"sysfs_root": "sysfs-root", "log.level": "log-level", "log.format": "log-format"} {
-		if err := v.BindPFlag(key, fs.Lookup(flag)); err != nil {
-			return def, fmt.Errorf("bind flag %s: %w", flag, err)
-		}
-	}
-	if path, _ := fs.GetString("config"); path != "" {
-		v.SetConfigFile(path)
-		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
-			return def, fmt.Errorf("config %s: %w", path, err)
-		}
-		file := viper.New()
-		file.SetConfigFile(path)
-		file.SetConfigType("yaml")
-		if err := file.ReadInConfig(); err != nil {
-			return def, fmt.Errorf("config %s: %w", path, err)
-		}
-		if unknown := agent.UnknownKeys(file.AllSettings()); len(unknown) > 0 {
-			return def, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(unknown, ", "))
-		}
-	}
-	var cfg agent.Config
-	if err := v.UnmarshalExact(&cfg); err != nil {
-		// mapstructure prefixes a generic line; the rest names the field.
-		msg := strings.TrimSpace(strings.TrimPrefix(err.Error(), "decoding failed due to the following error(s):"))
-		return def, fmt.Errorf("config: %s", msg)
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("invalid config:\n%w", err)
-	}
-	return cfg, nil
 }
 
 func newLogger(w io.Writer, c agent.LogConfig) (*slog.Logger, error) {
@@ -214,12 +174,16 @@ func newLogger(w io.Writer, c agent.LogConfig) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func inventory(env *cliEnv) (*agent.Inventory, error) {
+// inventory reads the node inventory. netdevExists looks pinned netdevs up
+// in the rails' namespace (netlink) for the commands that change links;
+// nil reads the tree's /class/net (a fixture tree is read alone) or, on the
+// live host, asks netlink too.
+func inventory(env *cliEnv, netdevExists func(string) bool) (*agent.Inventory, error) {
 	sysfs, err := nic.NewFS(env.cfg.SysfsRoot)
 	if err != nil {
 		return nil, err
 	}
-	opts := agent.InventoryOptions{Node: env.cfg.Node.Name, FS: sysfs, Pins: env.cfg.Pins()}
+	opts := agent.InventoryOptions{Node: env.cfg.Node.Name, FS: sysfs, Pins: env.cfg.Pins(), NetdevExists: netdevExists}
 	if sysfs.IsHost() {
 		// The live host: ask NVML, and name the node after the host. A tree
 		// is read alone: no NVML, no host files.
@@ -227,12 +191,15 @@ func inventory(env *cliEnv) (*agent.Inventory, error) {
 		if opts.Node == "" {
 			opts.Node, _ = os.Hostname()
 		}
+		if opts.NetdevExists == nil {
+			opts.NetdevExists = func(name string) bool { _, err := netlink.LinkByName(name); return err == nil }
+		}
 	}
 	return agent.DiscoverInventory(opts)
 }
 
 func runInventory(env *cliEnv) error {
-	inv, err := inventory(env)
+	inv, err := inventory(env, nil)
 	if err != nil {
 		return err
 	}
@@ -276,16 +243,19 @@ type engines struct {
 }
 
 func openEngines(env *cliEnv) (*engines, error) {
-	inv, err := inventory(env)
+	host, err := nic.OpenHost(netns.None())
 	if err != nil {
+		return nil, err
+	}
+	// Pinned netdevs exist when netlink says so, in every command.
+	inv, err := inventory(env, host.LinkExists)
+	if err != nil {
+		host.Close()
 		return nil, err
 	}
 	desired, unmanaged, err := agent.DesiredLinks(env.cfg, inv)
 	if err != nil {
-		return nil, err
-	}
-	host, err := nic.OpenHost(netns.None())
-	if err != nil {
+		host.Close()
 		return nil, err
 	}
 	e := &engines{
@@ -333,7 +303,19 @@ func runPlan(env *cliEnv) error {
 	return report.Write(env.stdout, env.output)
 }
 
+// lockState takes the state directory's lock for a command that changes
+// the host; a second daemon, apply or teardown fails here, before any
+// change.
+func lockState(env *cliEnv, command string) (*agent.StateLock, error) {
+	return agent.LockStateDir(env.cfg.StateDir, command)
+}
+
 func runApply(env *cliEnv) error {
+	lock, err := lockState(env, "apply")
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	e, err := openEngines(env)
 	if err != nil {
 		return err
@@ -363,11 +345,49 @@ func runApply(env *cliEnv) error {
 	return nil
 }
 
+// runTeardown prints every object the agent owns, then (without
+// --dry-run) removes exactly those: the only command that removes state
+// without a desired rail.
+func runTeardown(env *cliEnv) error {
+	dryRun, _ := env.flags.GetBool("dry-run")
+	lock, err := lockState(env, "teardown")
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	host, err := nic.OpenHost(netns.None())
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	eng := &nic.LinkEngine{Host: host, StateDir: env.cfg.StateDir, Range: env.cfg.LinkRange()}
+	res, err := eng.Teardown(dryRun)
+	if err != nil {
+		return err
+	}
+	for _, c := range res.Removed {
+		env.log.Info("removed", "object", c)
+	}
+	report := agent.NewTeardownReport(res, dryRun)
+	if err := report.Write(env.stdout, env.output); err != nil {
+		return err
+	}
+	if len(res.Errs) > 0 {
+		return fmt.Errorf("teardown incomplete: %w", errors.Join(res.Errs...))
+	}
+	return nil
+}
+
 func runDaemon(env *cliEnv) error {
 	cfg := env.cfg
 	if cfg.Node.Name == "" && cfg.SysfsRoot == nic.DefaultRoot {
 		cfg.Node.Name, _ = os.Hostname()
 	}
+	lock, err := lockState(env, "run")
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	d, err := agent.NewDaemon(agent.DaemonOptions{
 		Config: cfg, Version: versionInfo()["version"], Log: env.log, NVML: env.nvml,
 		Netns: netns.None(), Debounce: cfg.Reconcile.Debounce, Resync: cfg.Reconcile.ResyncInterval,
@@ -383,14 +403,13 @@ func runDaemon(env *cliEnv) error {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			next, err := loadConfig(env.flags)
-			if err != nil {
-				env.log.Error("reload rejected; keeping the running config", "err", err)
-				continue
-			}
-			if err := d.Reload(next); err != nil {
-				env.log.Error("reload failed; keeping the running config", "err", err)
-			}
+			_ = d.Reload(func() (agent.Config, error) {
+				next, err := loadConfig(env.flags, true)
+				if err == nil && next.Node.Name == "" && next.SysfsRoot == nic.DefaultRoot {
+					next.Node.Name, _ = os.Hostname()
+				}
+				return next, err
+			})
 		}
 	}()
 	return d.Run(ctx, cfg.Listen.Metrics)

@@ -92,21 +92,20 @@ func TestErrors(t *testing.T) {
 			want: []string{"roce-agent: sysfs root " + missing + ": stat " + missing + ": no such file or directory\n"}},
 		{name: "bad output", args: []string{"inventory", "-o", "yaml"}, code: 2, want: []string{`--output: "yaml" is not one of table, json`}},
 		{name: "no command", args: nil, code: 2, want: []string{"no command given"}},
-		{name: "unknown command", args: []string{"frobnicate"}, code: 2, want: []string{`unknown command "frobnicate" (commands: inventory, run, plan, apply, version)`}},
+		{name: "unknown command", args: []string{"frobnicate"}, code: 2, want: []string{`unknown command "frobnicate" (commands: inventory, run, plan, apply, teardown, version)`}},
 		{name: "unknown flag", args: []string{"inventory", "--bogus"}, code: 2, want: []string{"unknown flag: --bogus"}},
 		{name: "unknown config keys", cfg: "node:\n  name: x\n  colour: red\nsysfs_rot: /sys\nrails:\n  - rail: 0\n    netdev: eth0\n    ipv5: 10.0.0.1/31\n",
-			args: []string{"inventory"}, code: 1, want: []string{"unknown keys: node.colour, rails[0].ipv5, sysfs_rot"}},
+			args: []string{"inventory"}, code: 2, want: []string{"unknown keys: node.colour, rails[0].ipv5, sysfs_rot"}},
 		{name: "invalid config lists every problem", cfg: "log:\n  format: xml\nrails:\n  - netdev: eth0\n  - rail: 1\n    netdev: eth0\n  - rail: 1\n",
-			args: []string{"inventory"}, code: 1, want: []string{
+			args: []string{"inventory"}, code: 2, want: []string{
 				`log.format: "xml" is not one of auto, text, json`, "rails[0].rail: required", `rails[1].netdev: "eth0" is also rails[0]`,
 				"rails[2].rail: rail 1 is also rails[1]"}},
-		{name: "pinned netdev does not exist", cfg: "rails:\n  - rail: 3\n    netdev: vethZ\n",
-			args: []string{"inventory", "--sysfs-root", soft}, code: 1, want: []string{`roce-agent: rails: rail 3: netdev "vethZ" does not exist`}},
-		{name: "pinned rdma device does not exist", cfg: "rails:\n  - rail: 0\n    rdma_device: mlx5_0\n",
-			args: []string{"inventory", "--sysfs-root", soft}, code: 1, want: []string{`roce-agent: rails: rail 0: rdma_device "mlx5_0" does not exist`}},
-		{name: "bad env", env: map[string]string{"ROCE_AGENT_LOG_LEVEL": "loud"}, args: []string{"version"}, code: 1,
-			want: []string{`log.level: "loud" is not one of debug, info, warn, error`}},
-		{name: "config file missing", args: []string{"--config", missing, "version"}, code: 1, want: []string{"config " + missing}},
+		{name: "pinned rdma device and netdev the same", cfg: "rails:\n  - rail: 0\n    rdma_device: rxe0\n    netdev: vethB\n",
+			args: []string{"inventory", "--sysfs-root", soft}, code: 1, want: []string{`roce-agent: rails: rail 0: netdev "vethB" is not the netdev of rdma_device "rxe0"`}},
+		{name: "bad env", env: map[string]string{"ROCE_AGENT_LOG_LEVEL": "loud"}, args: []string{"version"}, code: 2,
+			want: []string{`log.level: "loud" is not one of debug, info, warn, error`, "no config file"}},
+		{name: "config file missing", args: []string{"--config", missing, "version"}, code: 2, want: []string{"config " + missing + ": open " + missing + ": no such file or directory"}},
+		{name: "config file missing from env", env: map[string]string{"ROCE_AGENT_CONFIG": missing}, args: []string{"inventory"}, code: 2, want: []string{"config " + missing}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -129,6 +128,21 @@ func TestErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMissingPinFailsOnlyItsRail: a pinned netdev or RDMA device the host
+// does not have is a rail with a warning; every NIC is still reported.
+func TestMissingPinFailsOnlyItsRail(t *testing.T) {
+	soft := fixture(t, "soft-roce")
+	for _, tc := range []struct{ cfg, want string }{
+		{"rails:\n  - rail: 3\n    netdev: vethZ\n", `rail-missing: rail 3 is pinned to a device the host does not have: netdev "vethZ" does not exist`},
+		{"rails:\n  - rail: 0\n    rdma_device: mlx5_0\n", `rail-missing: rail 0 is pinned to a device the host does not have: rdma_device "mlx5_0" does not exist`},
+	} {
+		code, out, errOut := runCLI(t, "--config", writeConfig(t, tc.cfg), "inventory", "--sysfs-root", soft)
+		if code != 0 || !strings.Contains(out, tc.want) || !strings.Contains(out, "rxe0") || !strings.Contains(out, "rxe1") {
+			t.Errorf("exit %d, stderr %q, stdout:\n%s\nwant the warning %q and both NICs", code, errOut, out, tc.want)
+		}
 	}
 }
 

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"golang.org/x/sys/unix"
+
+	"github.com/roce-agent/roce-agent/agent"
+)
+
+// DefaultConfigPath is read when neither --config nor ROCE_AGENT_CONFIG
+// names a file.
+const DefaultConfigPath = "/etc/roce-agent/config.yaml"
+
+// maxConfigBytes bounds the config file: a 256-rail config is about 30 KB.
+const maxConfigBytes = 1 << 20
+
+// configError is a config that cannot be used: missing, unreadable, empty
+// or invalid. Nothing was changed; the command exits 2.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// configPath is the file to read and whether the user named it.
+func configPath(flags *pflag.FlagSet) (string, bool) {
+	if p, _ := flags.GetString("config"); p != "" {
+		return p, true
+	}
+	if p := os.Getenv("ROCE_AGENT_CONFIG"); p != "" {
+		return p, true
+	}
+	return DefaultConfigPath, false
+}
+
+// readConfigFile reads a config file without ever blocking or growing
+// without bound: a regular file only (a FIFO, device or directory is
+// refused before any read), at most maxConfigBytes.
+func readConfigFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("is a %s, not a regular file", fileKind(st.Mode()))
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxConfigBytes {
+		return nil, fmt.Errorf("is larger than %d KiB", maxConfigBytes>>10)
+	}
+	return b, nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return "special file"
+}
+
+// loadConfig merges defaults, the config file, ROCE_AGENT_* env and flags
+// (later wins), rejects unknown keys and loose types, and validates the
+// result. With needDesired (plan, apply, run) a config without a desired
+// state (no file, an empty file, no rail with an address and no qos
+// section) is refused: the agent changes nothing without one. Every error
+// is a *configError.
+func loadConfig(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
+	cfg, err := loadConfigE(flags, needDesired)
+	if err != nil {
+		return cfg, &configError{clipLines(err)}
+	}
+	return cfg, nil
+}
+
+func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
+	def := agent.DefaultConfig()
+	v := viper.New()
+	v.SetEnvPrefix("ROCE_AGENT")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for key, value := range agent.SettingKeys() {
+		if value == nil {
+			if err := v.BindEnv(key); err != nil {
+				return def, fmt.Errorf("bind env for %s: %w", key, err)
+			}
+			continue
+		}
+		v.SetDefault(key, value)
+	}
+	for key, flag := range map[string]string{"sysfs_root": "sysfs-root", "log.level": "log-level", "log.format": "log-format", "listen.metrics": "listen"} {
+		if f := flags.Lookup(flag); f != nil {
+			if err := v.BindPFlag(key, f); err != nil {
+				return def, fmt.Errorf("bind flag %s: %w", flag, err)
+			}
+		}
+	}
+
+	path, explicit := configPath(flags)
+	data, err := readConfigFile(path)
+	switch {
+	case err == nil:
+	case !explicit && errors.Is(err, fs.ErrNotExist) && !needDesired:
+		data = nil // no file: defaults, env and flags only
+	case !explicit && errors.Is(err, fs.ErrNotExist):
+		return def, fmt.Errorf("no desired state: config %s does not exist and no controller is configured; write it or pass --config (nothing was changed)", path)
+	default:
+		return def, fmt.Errorf("config %s: %w", path, err)
+	}
+	if data != nil {
+		file := viper.New()
+		file.SetConfigType("yaml")
+		if err := file.ReadConfig(bytes.NewReader(data)); err != nil {
+			return def, fmt.Errorf("config %s: %w", path, err)
+		}
+		settings := file.AllSettings()
+		if len(settings) == 0 {
+			return def, fmt.Errorf("config %s: has no settings (empty, white space or comments only); roce-agent changes nothing without a desired state", path)
+		}
+		if unknown := agent.UnknownKeys(settings); len(unknown) > 0 {
+			if len(unknown) > 20 {
+				unknown = append(unknown[:20], fmt.Sprintf("and %d more", len(unknown)-20))
+			}
+			return def, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(unknown, ", "))
+		}
+		if err := v.MergeConfigMap(settings); err != nil {
+			return def, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	var cfg agent.Config
+	err = v.UnmarshalExact(&cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.WeaklyTypedInput = false
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(strictScalars, mapstructure.StringToSliceHookFunc(","))
+	})
+	if err != nil {
+		// mapstructure prefixes a generic line; the rest names the field.
+		msg := strings.TrimSpace(strings.TrimPrefix(err.Error(), "decoding failed due to the following error(s):"))
+		if data == nil {
+			return def, fmt.Errorf("settings (no config file, %s absent): %s", path, msg)
+		}
+		return def, fmt.Errorf("config %s: %s", path, msg)
+	}
+	if err := cfg.Validate(); err != nil {
+		if data == nil {
+			return cfg, fmt.Errorf("invalid settings (no config file, %s absent):\n%w", path, err)
+		}
+		return cfg, fmt.Errorf("invalid config %s:\n%w", path, err)
+	}
+	if needDesired {
+		if why := cfg.NoDesiredState(); why != "" {
+			if data == nil {
+				why = "there is no config file"
+			}
+			return cfg, fmt.Errorf("no desired state in config %s: %s; roce-agent changes nothing without one", path, why)
+		}
+	}
+	return cfg, nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// strictScalars converts config values the way a careful reader expects and
+// nothing more: integers only from integers (or integral floats and decimal
+// strings, as env values arrive), in range; durations only from duration
+// strings; booleans from booleans or "true"/"false" strings. 9000.5, true
+// or a 20-digit number is an error, never a wrapped or truncated value.
+func strictScalars(_ reflect.Type, to reflect.Type, data any) (any, error) {
+	for to.Kind() == reflect.Pointer {
+		to = to.Elem()
+	}
+	if to == durationType {
+		switch d := data.(type) {
+		case string:
+			v, err := time.ParseDuration(strings.TrimSpace(d))
+			if err != nil {
+				return nil, fmt.Errorf("%s is not a duration (want e.g. 30s, 1m)", clipValue(d))
+			}
+			return v, nil
+		case time.Duration:
+			return d, nil
+		default:
+			return nil, fmt.Errorf("%v is not a duration (want a string such as 30s or 1m)", clipValue(fmt.Sprint(data)))
+		}
+	}
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return strictInt(data, to.Bits())
+	case reflect.Bool:
+		switch d := data.(type) {
+		case bool:
+			return d, nil
+		case string:
+			b, err := strconv.ParseBool(strings.TrimSpace(d))
+			if err != nil {
+				return nil, fmt.Errorf("%s is not true or false", clipValue(d))
+			}
+			return b, nil
+		default:
+			return nil, fmt.Errorf("%v is not true or false", clipValue(fmt.Sprint(data)))
+		}
+	}
+	return data, nil
+}
+
+func strictInt(data any, bits int) (any, error) {
+	lo, hi := int64(math.MinInt64)>>(64-bits), int64(math.MaxInt64)>>(64-bits)
+	inRange := func(v int64) (any, error) {
+		if v < lo || v > hi {
+			return nil, fmt.Errorf("%d is out of range", v)
+		}
+		return v, nil
+	}
+	switch d := data.(type) {
+	case int:
+		return inRange(int64(d))
+	case int8:
+		return inRange(int64(d))
+	case int16:
+		return inRange(int64(d))
+	case int32:
+		return inRange(int64(d))
+	case int64:
+		return inRange(d)
+	case uint, uint8, uint16, uint32, uint64:
+		u := reflect.ValueOf(d).Uint()
+		if u > uint64(hi) {
+			return nil, fmt.Errorf("%d is out of range", u)
+		}
+		return int64(u), nil
+	case float32, float64:
+		f := reflect.ValueOf(d).Float()
+		if f != math.Trunc(f) || math.IsInf(f, 0) || math.IsNaN(f) {
+			return nil, fmt.Errorf("%v is not an integer", f)
+		}
+		if f < float64(lo) || f > float64(hi) {
+			return nil, fmt.Errorf("%v is out of range", f)
+		}
+		return int64(f), nil
+	case string:
+		v, err := strconv.ParseInt(strings.TrimSpace(d), 10, bits)
+		if err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return nil, fmt.Errorf("%s is out of range", clipValue(d))
+			}
+			return nil, fmt.Errorf("%s is not an integer", clipValue(d))
+		}
+		return v, nil
+	case bool:
+		return nil, fmt.Errorf("%v is not an integer", d)
+	}
+	return data, nil
+}
+
+// clipValue quotes a value for a message, cut to 64 bytes.
+func clipValue(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:max]), len(s))
+}
+
+// clipLines cuts every line of an error message to 300 bytes, so that a
+// hostile value is never echoed in full.
+func clipLines(err error) error {
+	const max = 300
+	msg := err.Error()
+	lines := strings.Split(msg, "\n")
+	cut := false
+	for i, l := range lines {
+		if len(l) > max {
+			lines[i] = l[:max] + fmt.Sprintf("... (%d bytes)", len(l))
+			cut = true
+		}
+	}
+	if !cut {
+		return err
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
