@@ -32,7 +32,10 @@ type Config struct {
 
 // ListenConfig is where the daemon serves HTTP.
 type ListenConfig struct {
-	// Metrics serves /metrics, /healthz, /readyz and /v1/status.
+	// Metrics serves /metrics, /healthz, /readyz and /v1/status. The
+	// default is loopback: set the management address (or ":9487") for a
+	// remote Prometheus. Connections arriving on a rail address are
+	// closed unserved whatever this says; "" serves nothing.
 	Metrics string `mapstructure:"metrics"`
 }
 
@@ -144,7 +147,7 @@ func DefaultConfig() Config {
 		SysfsRoot: nic.DefaultRoot,
 		StateDir:  "/var/lib/roce-agent",
 		Log:       LogConfig{Level: "info", Format: "auto"},
-		Listen:    ListenConfig{Metrics: ":9487"},
+		Listen:    ListenConfig{Metrics: "127.0.0.1:9487"},
 		Reconcile: ReconcileConfig{ResyncInterval: time.Minute, Debounce: 10 * time.Millisecond},
 		Link: LinkConfig{
 			MTU:     9000,

@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -59,6 +61,11 @@ type Daemon struct {
 	conds   map[string]conditionSet
 	stale   bool // re-read the inventory on the next reconcile
 
+	// http limits the HTTP server; railAddrs are the rails' host
+	// addresses, on which it serves nothing.
+	http      *HTTPGuard
+	railAddrs atomic.Pointer[map[netip.Addr]bool]
+
 	trigger    chan struct{}
 	heartbeat  atomic.Int64 // unix nanoseconds of the loop's last sign of life
 	ready      atomic.Bool
@@ -95,6 +102,15 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 		pfc = d.dcb
 	}
 	d.metrics = NewMetrics(opts.Version, d.currentFS, pfc, d.netdevState, d.Status, d.log)
+	d.http = &HTTPGuard{Refuse: d.onRail}
+	d.metrics.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Subsystem: "http", Name: "refused_connections_total",
+			Help: "HTTP connections closed unserved because they arrived on a rail address."}, func() float64 { return float64(d.http.Refused.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Subsystem: "http", Name: "evicted_connections_total",
+			Help: "Idle HTTP connections closed to make room at the connection cap."}, func() float64 { return float64(d.http.Evicted.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "http", Name: "open_connections",
+			Help: "HTTP connections open now (at most the cap)."}, func() float64 { return float64(d.http.Open.Load()) }),
+	)
 	d.heartbeat.Store(time.Now().UnixNano())
 	return d, nil
 }
@@ -223,14 +239,20 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", listen, err)
 		}
-		srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
+		// The server has its own context: it stops after the loop, and
+		// nothing it holds (connections, fds) is needed by the loop.
+		limits := DefaultHTTPLimits().Effective()
+		srv := NewHTTPServer(d.Handler(), limits, d.log)
+		hctx, stopHTTP := context.WithCancel(context.Background())
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := ServeHTTP(hctx, ln, srv, limits, d.http); err != nil {
+				d.log.Error("http server failed", "err", err)
+			}
 		}()
-		d.log.Info("serving", "listen", ln.Addr().String())
+		defer func() { stopHTTP(); <-served }()
+		d.log.Info("serving", "listen", ln.Addr().String(), "max_connections", limits.MaxConns)
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -416,6 +438,7 @@ func (d *Daemon) reconcileOnce() error {
 		}
 	}
 
+	d.setRailAddrs(desired)
 	res, err := link.Reconcile(desired)
 	if err != nil {
 		return err
@@ -495,6 +518,26 @@ func (d *Daemon) reconcileOnce() error {
 		return res.Err()
 	}
 	return nil
+}
+
+// onRail reports whether a local address is one of the rails' host
+// addresses: the HTTP server closes such connections unserved.
+func (d *Daemon) onRail(a netip.Addr) bool {
+	m := d.railAddrs.Load()
+	return m != nil && (*m)[a]
+}
+
+// setRailAddrs records the rails' host addresses for onRail.
+func (d *Daemon) setRailAddrs(desired []nic.RailLink) {
+	m := map[netip.Addr]bool{}
+	for _, r := range desired {
+		for _, p := range []netip.Prefix{r.IPv4, r.IPv6} {
+			if p.IsValid() {
+				m[p.Addr()] = true
+			}
+		}
+	}
+	d.railAddrs.Store(&m)
 }
 
 // currentFS is the sysfs tree of the running config.

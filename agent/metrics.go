@@ -29,9 +29,6 @@ type Metrics struct {
 	// last succeeded (the start, before any).
 	ReloadSuccess prometheus.Gauge
 	ReloadTime    prometheus.Gauge
-	// HTTPRefused counts connections refused because they arrived on a
-	// rail address.
-	HTTPRefused prometheus.Counter
 }
 
 // NewMetrics registers the agent's metrics; snap gives the collector the
@@ -57,9 +54,7 @@ func NewMetrics(version string, fs func() *nic.FS, pfc PFCReader, netdev func(st
 	m.ReloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
 		Help: "When the configuration was last loaded successfully (start or reload), in Unix seconds."})
 	m.ReloadTime.SetToCurrentTime()
-	m.HTTPRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Subsystem: "http", Name: "refused_connections_total",
-		Help: "HTTP connections closed unserved because they arrived on a rail address."})
-	m.Registry.MustRegister(m.Reconciles, m.ReconcileErrors, m.ReconcileDuration, m.Drift, build, m.ReloadSuccess, m.ReloadTime, m.HTTPRefused,
+	m.Registry.MustRegister(m.Reconciles, m.ReconcileErrors, m.ReconcileDuration, m.Drift, build, m.ReloadSuccess, m.ReloadTime,
 		&nodeCollector{fs: fs, pfc: pfc, netdev: netdev, snap: snap, log: log, wraps: map[wrapKey]*wrap{}})
 	return m
 }

@@ -259,6 +259,8 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 	wantRoute := map[routeKey]bool{}
 	wantRule := map[Rule]bool{}
 	blocked := map[string]bool{} // netdevs of conflicting rails: keep their owned state as is
+	keepAddr := map[netip.Addr]bool{}
+	keepTable, keepPrio := map[int]bool{}, map[int]bool{}
 
 	for _, r := range desired {
 		link, ok := live.Links[r.Netdev]
@@ -270,6 +272,16 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 			plan.Conflicts = append(plan.Conflicts, Conflict{Rail: r.Rail, Netdev: r.Netdev, Object: obj, Owner: "absent",
 				Reason: obj + " does not exist in the rails' network namespace"})
 			blocked[r.Netdev] = true
+			// The rail keeps whatever it already has (say it was re-pinned
+			// to a netdev that is not there yet): the routes of its table,
+			// the rules at its priority, and the addresses those rules or
+			// the rail name.
+			keepTable[r.Table], keepPrio[r.RulePriority] = true, true
+			for _, a := range []netip.Prefix{r.IPv4, r.IPv6} {
+				if a.IsValid() {
+					keepAddr[a.Addr()] = true
+				}
+			}
 			continue
 		}
 		skip := map[bool]bool{} // family (true: IPv6) held by a foreign address
@@ -345,20 +357,25 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 		}
 		return -1
 	}
+	for _, rule := range live.Rules {
+		if keepPrio[rule.Priority] && rule.Src.IsValid() {
+			keepAddr[rule.Src.Addr()] = true
+		}
+	}
 	for _, c := range ownedObjects(live, owned, tr) {
 		switch c.Kind {
 		case RouteDel:
-			if wantRoute[c.Route.key()] || blocked[c.Netdev] {
+			if wantRoute[c.Route.key()] || blocked[c.Netdev] || keepTable[c.Route.Table] {
 				continue
 			}
 			c.Rail = railOf(c.Netdev)
 		case RuleDel:
-			if wantRule[c.Rule] {
+			if wantRule[c.Rule] || keepPrio[c.Rule.Priority] {
 				continue
 			}
 			c.Rail = railOfTable(c.Rule.Table)
 		case AddrDel:
-			if wantAddr[c.Netdev][c.Addr] || blocked[c.Netdev] {
+			if wantAddr[c.Netdev][c.Addr] || blocked[c.Netdev] || keepAddr[c.Addr.Addr()] {
 				continue
 			}
 			c.Rail = railOf(c.Netdev)

@@ -213,6 +213,17 @@ ip address del 10.0.1.1/31 dev eth1
 `,
 		},
 		{
+			name: "a rail re-pinned to a netdev that is missing keeps what it has", rails: []RailLink{r0, rail(1, "eth9", "10.0.1.1/31", "")},
+			live: func() LiveState {
+				l := converged(r0, r1)
+				link := l.Links["eth1"]
+				link.MarkedAddrs = []netip.Prefix{r1.IPv4}
+				l.Links["eth1"] = link
+				return l
+			}(),
+			want: "conflict rail 1 (eth9): netdev eth9 does not exist in the rails' network namespace\n",
+		},
+		{
 			name: "an empty desired state removes nothing", rails: nil,
 			live:  converged(r0, r1),
 			owned: ownedOf("eth1", "10.0.1.1/31"),

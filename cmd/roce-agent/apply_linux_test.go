@@ -172,7 +172,7 @@ func TestApplyEndToEnd(t *testing.T) {
 				return "  - {rail: 5, netdev: rail55, ipv4: 10.0.5.1/31}\n"
 			}
 			return ""
-		}, `rails: rail 5: netdev "rail55" does not exist`},
+		}, `netdev rail55 does not exist in the rails' network namespace`},
 		// AddForeignState put a rule at priority 500; rail 5 would need it.
 		{"priority range taken by a foreign rule", "  routing: {table_base: 1000, rule_priority_base: 495}\n", nil,
 			`link.routing.rule_priority_base: priority 500 (rail 5) is used by foreign rule "500: from 172.16.5.5/32 lookup 77 proto 0"`},

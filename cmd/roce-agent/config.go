@@ -16,6 +16,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/roce-agent/roce-agent/agent"
@@ -138,22 +139,25 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 		return def, fmt.Errorf("config %s: %w", path, err)
 	}
 	if data != nil {
-		file := viper.New()
-		file.SetConfigType("yaml")
-		if err := file.ReadConfig(bytes.NewReader(data)); err != nil {
+		// Unknown keys are found on the parsed document before viper sees
+		// it: viper's AllSettings is quadratic in the number of keys.
+		var doc map[string]any
+		if len(bytes.TrimSpace(data)) == 0 {
+			doc = nil
+		} else if err := yaml.Unmarshal(data, &doc); err != nil {
 			return def, fmt.Errorf("config %s: %w", path, err)
 		}
-		settings := file.AllSettings()
-		if len(settings) == 0 {
+		if len(doc) == 0 {
 			return def, fmt.Errorf("config %s: has no settings (empty, white space or comments only); roce-agent changes nothing without a desired state", path)
 		}
-		if unknown := agent.UnknownKeys(settings); len(unknown) > 0 {
-			if len(unknown) > 20 {
-				unknown = append(unknown[:20], fmt.Sprintf("and %d more", len(unknown)-20))
+		if unknown := agent.UnknownKeys(doc); len(unknown) > 0 {
+			if len(unknown) > 8 {
+				unknown = append(unknown[:8], fmt.Sprintf("and %d more", len(unknown)-8))
 			}
 			return def, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(unknown, ", "))
 		}
-		if err := v.MergeConfigMap(settings); err != nil {
+		v.SetConfigType("yaml")
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 			return def, fmt.Errorf("config %s: %w", path, err)
 		}
 	}

@@ -207,11 +207,21 @@ func (lab *Lab) ForeignState(t testing.TB) string {
 // kernel finishes duplicate address detection of link-local addresses a
 // second or two after a link comes up, and announces it with address and
 // route events that are not the agent's.
+//
+// It also waits (up to 3 s) for links that are up but have no carrier yet:
+// the kernel's linkwatch reports a veth's carrier up to a second after the
+// link is set up, and the link-local address and route follow it.
 func (ns *NS) Settle(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	start := time.Now()
+	deadline := start.Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if out, err := ns.Exec("ip", "-6", "-o", "address", "show", "tentative"); err == nil && strings.TrimSpace(out) == "" {
+		out, err := ns.Exec("ip", "-6", "-o", "address", "show", "tentative")
+		settled := err == nil && strings.TrimSpace(out) == ""
+		if links, err := ns.Exec("ip", "-o", "link", "show", "up"); settled && err == nil && time.Since(start) < 3*time.Second {
+			settled = !strings.Contains(links, "NO-CARRIER")
+		}
+		if settled {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -316,4 +326,32 @@ func ParseCIDR(s string) *net.IPNet {
 	}
 	n.IP = ip
 	return n
+}
+
+// Snapshot dumps every address, policy rule and route (all tables, both
+// families) and each link's MTU and state in the namespace, to prove a
+// command changed nothing.
+func (ns *NS) Snapshot(t testing.TB) string {
+	t.Helper()
+	ns.Settle(t)
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"ip", "-o", "link", "show"},
+		{"ip", "-o", "address", "show"},
+		{"ip", "-4", "rule", "show"},
+		{"ip", "-6", "rule", "show"},
+		{"ip", "-4", "route", "show", "table", "all"},
+		{"ip", "-6", "route", "show", "table", "all"},
+	} {
+		b.WriteString(ns.MustExec(t, args...))
+	}
+	// Address lifetimes count down; they are not state.
+	var out []string
+	for _, line := range strings.Split(b.String(), "\n") {
+		if i := strings.Index(line, "valid_lft"); i >= 0 {
+			line = line[:i]
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n")
 }

@@ -1,0 +1,501 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/roce-agent/roce-agent/nic/nettest"
+)
+
+// inLab runs the built binary in the lab's host namespace with a deadline,
+// so that a hang fails the test instead of stalling it. It returns the exit
+// code, the combined output and how long it ran.
+func inLab(t *testing.T, lab *nettest.Lab, env []string, args ...string) (int, string, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", lab.Host.Name, binary(t)}, args...)...)
+	cmd.Env = append(cleanEnv(), env...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("%v: still running after 20s (killed)\n%s", args, out)
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(out), took
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out), took
+}
+
+// cleanEnv is the test's environment without ROCE_AGENT_* settings.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ROCE_AGENT_") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// TestBadDesiredStateChangesNothing: on a converged host with foreign
+// state, every absent, empty, unreadable, hostile or loosely typed config
+// is refused by apply, plan and run with exit 2, a message that names the
+// file and the reason (and never echoes a huge value), promptly, and the
+// host's addresses, rules and routes are exactly as before.
+func TestBadDesiredStateChangesNothing(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 8)
+	lab.AddForeignState(t)
+	state := t.TempDir()
+	if code, out := apply(t, lab, labConfig(t, state, "", nil)); code != 0 {
+		t.Fatalf("converge: exit %d\n%s", code, out)
+	}
+	before := lab.Host.Snapshot(t)
+
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	unknownKeys := func(size int) string {
+		var b strings.Builder
+		for i := 0; b.Len() < size-20; i++ {
+			fmt.Fprintf(&b, "key%07d: %d\n", i, i)
+		}
+		return b.String()
+	}
+	lab8 := func(extra string) string {
+		b, err := os.ReadFile(labConfig(t, state, "", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Replace(string(b), "link:\n", "link:\n"+extra, 1)
+	}
+	vanished := filepath.Join(dir, "vanished.yaml")
+
+	cases := []struct {
+		name, path string
+		want       []string
+	}{
+		{"empty file", write("empty.yaml", ""), []string{"has no settings"}},
+		{"white space", write("space.yaml", "  \n\t\n\n"), []string{"has no settings"}},
+		{"comments only", write("comments.yaml", "# rails:\n#  - {rail: 0}\n"), []string{"has no settings"}},
+		{"rails: []", write("rails-empty.yaml", "rails: []\n"), []string{"no desired state", "it has no rails"}},
+		{"rails: null", write("rails-null.yaml", "rails: null\n"), []string{"no desired state", "it has no rails"}},
+		{"only state_dir", write("state-only.yaml", "state_dir: "+state+"\n"), []string{"no desired state", "it has no rails"}},
+		{"pins without addresses", write("pins.yaml", "rails:\n  - {rail: 0, netdev: rail0}\n"), []string{"no desired state", "no rail has an address"}},
+		{"a directory", dir, []string{"is a directory, not a regular file"}},
+		{"a FIFO", fifo, []string{"is a FIFO, not a regular file"}},
+		{"/dev/zero", "/dev/zero", []string{"is a character device, not a regular file"}},
+		{"vanished", vanished, []string{"no such file or directory"}},
+		{"10 MB of unknown keys", write("huge.yaml", unknownKeys(10<<20)), []string{"is larger than 1024 KiB"}},
+		{"1 MB of unknown keys", write("big.yaml", unknownKeys(1<<20-100)), []string{"unknown keys: key0000000, key0000001", "and "}},
+		{"fractional MTU", write("mtu-frac.yaml", lab8("  mtu: 9000.5\n")), []string{"link.mtu", "9000.5 is not an integer"}},
+		{"boolean MTU", write("mtu-bool.yaml", lab8("  mtu: true\n")), []string{"link.mtu", "true is not an integer"}},
+		{"20-digit MTU", write("mtu-huge.yaml", lab8("  mtu: 99999999999999999999\n")), []string{"link.mtu", "is out of range"}},
+		{"string MTU", write("mtu-string.yaml", lab8("  mtu: \"9k\"\n")), []string{"link.mtu", `"9k" is not an integer`}},
+		{"500 KB netdev name", write("netdev-huge.yaml", "rails:\n  - {rail: 0, ipv4: 10.0.0.1/31, netdev: "+strings.Repeat("x", 500<<10)+"}\n"),
+			[]string{"rails[0].netdev", "must be 1-15 characters", "(512000 bytes)"}},
+	}
+	for _, tc := range cases {
+		for _, command := range []string{"apply", "plan", "run"} {
+			code, out, took := inLab(t, lab, nil, "--config", tc.path, command)
+			t.Logf("%-24s %-5s refused in %v", tc.name, command, took.Round(time.Millisecond))
+			if code != 2 {
+				t.Errorf("%s %s: exit %d, want 2\n%s", tc.name, command, code, clipOut(out))
+			}
+			for _, w := range append([]string{tc.path}, tc.want...) {
+				if !strings.Contains(out, w) {
+					t.Errorf("%s %s: output does not contain %q:\n%s", tc.name, command, w, clipOut(out))
+				}
+			}
+			if len(out) > 4096 {
+				t.Errorf("%s %s: %d bytes of output; a hostile value is echoed", tc.name, command, len(out))
+			}
+		}
+	}
+
+	// No --config and no file at the default path: refused, exit 2.
+	if _, err := os.Stat(DefaultConfigPath); err == nil {
+		t.Logf("%s exists on this machine; the no-config case is skipped", DefaultConfigPath)
+	} else {
+		for _, command := range []string{"apply", "plan", "run"} {
+			code, out, _ := inLab(t, lab, nil, command)
+			if code != 2 || !strings.Contains(out, "no desired state: config "+DefaultConfigPath+" does not exist") {
+				t.Errorf("%s without a config: exit %d\n%s", command, code, out)
+			}
+		}
+	}
+	if after := lab.Host.Snapshot(t); after != before {
+		t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func clipOut(s string) string {
+	if len(s) > 2000 {
+		return s[:2000] + fmt.Sprintf("... (%d bytes)", len(s))
+	}
+	return s
+}
+
+// TestTeardownRemovesExactlyWhatIsOwned: teardown --dry-run lists every
+// object the agent owns and changes nothing; teardown removes exactly
+// those (foreign state intact); a second teardown finds nothing; apply
+// then converges again from clean.
+func TestTeardownRemovesExactlyWhatIsOwned(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 4)
+	lab.AddForeignState(t)
+	foreign := lab.ForeignState(t)
+	state := t.TempDir()
+	cfg := labConfigN(t, state, 4)
+	if code, out := apply(t, lab, cfg); code != 0 {
+		t.Fatalf("converge: exit %d\n%s", code, out)
+	}
+	before := lab.Host.Snapshot(t)
+	// 4 rails x (2 addresses + 2 rules + 2 connected routes + 2 routed prefixes)
+	const owned = 32
+	code, out, _ := inLab(t, lab, nil, "--config", cfg, "teardown", "--dry-run")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d objects owned by roce-agent", owned)) || !strings.Contains(out, "dry run: nothing removed") {
+		t.Fatalf("dry run: exit %d\n%s", code, out)
+	}
+	if after := lab.Host.Snapshot(t); after != before {
+		t.Fatalf("teardown --dry-run changed the host:\n%s\nvs\n%s", before, after)
+	}
+	code, out, _ = inLab(t, lab, nil, "--config", cfg, "teardown")
+	if code != 0 || strings.Count(out, "removed: ") != owned || !strings.Contains(out, fmt.Sprintf("%d of %d removed", owned, owned)) {
+		t.Fatalf("teardown: exit %d\n%s", code, out)
+	}
+	for _, args := range [][]string{
+		{"ip", "-4", "route", "show", "table", "all", "proto", "171"}, {"ip", "-6", "route", "show", "table", "all", "proto", "171"},
+		{"ip", "-o", "address", "show", "to", "10.0.0.0/16"}, {"ip", "-o", "address", "show", "to", "fc00::/48"},
+	} {
+		if got := strings.TrimSpace(lab.Host.MustExec(t, args...)); got != "" {
+			t.Errorf("%v after teardown:\n%s", args, got)
+		}
+	}
+	// iproute2 6.1 does not filter rules by protocol: look for it.
+	for _, fam := range []string{"-4", "-6"} {
+		if got := lab.Host.MustExec(t, "ip", fam, "rule", "show"); strings.Contains(got, "proto 171") {
+			t.Errorf("rules after teardown:\n%s", got)
+		}
+	}
+	if got := lab.ForeignState(t); got != foreign {
+		t.Errorf("foreign state changed:\n%s\nvs\n%s", foreign, got)
+	}
+	if code, out, _ = inLab(t, lab, nil, "--config", cfg, "teardown"); code != 0 || !strings.Contains(out, "0 objects owned by roce-agent") {
+		t.Errorf("second teardown: exit %d\n%s", code, out)
+	}
+	if code, out := apply(t, lab, cfg); code != 0 || !strings.Contains(out, "4 of 4 rails converged") {
+		t.Errorf("apply after teardown: exit %d\n%s", code, out)
+	}
+}
+
+// labConfigN is the lab config for the first n rails.
+func labConfigN(t *testing.T, stateDir string, n int) string {
+	t.Helper()
+	return labConfig(t, stateDir, "", func(rail int) string {
+		if rail >= n {
+			return "#\n"
+		}
+		return ""
+	})
+}
+
+// TestOwnershipLivesInTheKernel wipes state_dir between applies: nothing
+// is re-added, flapped or orphaned. Addresses carry IFA_PROTO 171, so a
+// rail dropped from the config after a wipe still loses exactly its own
+// addresses, rules and routes; a foreign address on it stays.
+func TestOwnershipLivesInTheKernel(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 8)
+	lab.AddForeignState(t)
+	foreign := lab.ForeignState(t)
+	state := t.TempDir()
+	cfg := labConfig(t, state, "", nil)
+	if code, out := apply(t, lab, cfg); code != 0 {
+		t.Fatalf("converge: exit %d\n%s", code, out)
+	}
+	lab.Host.MustExec(t, "ip", "address", "add", "192.168.99.1/24", "dev", "rail7")
+
+	wipe := func() {
+		t.Helper()
+		if err := os.RemoveAll(state); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wipe()
+	w := nettest.Watch(t, lab.Host)
+	code, out := apply(t, lab, cfg)
+	w.Stop()
+	if code != 0 || !strings.Contains(out, "8 of 8 rails converged, 0 writes") {
+		t.Errorf("apply after wiping state_dir: exit %d\n%s", code, out)
+	}
+	if n, kinds := w.Count(); n != 0 {
+		t.Errorf("apply after wiping state_dir caused %d netlink events %v", n, kinds)
+	}
+
+	wipe()
+	seven := labConfigN(t, state, 7)
+	code, out = apply(t, lab, seven)
+	if code != 0 || !strings.Contains(out, "7 of 7 rails converged") {
+		t.Errorf("dropping rail 7 after a wipe: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{"removed: ip address del 10.0.7.1/31 dev rail7", "removed: ip -6 address del fc00:0:0:8::1/127 dev rail7",
+		"removed: ip rule del from 10.0.7.1 lookup 1007 priority 1007 protocol 171"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dropping rail 7: %q missing from\n%s", want, out)
+		}
+	}
+	if got := lab.Host.MustExec(t, "ip", "-o", "address", "show", "dev", "rail7", "scope", "global"); strings.Contains(got, "10.0.7.1") || strings.Contains(got, "fc00:0:0:8::1") || !strings.Contains(got, "192.168.99.1/24") {
+		t.Errorf("rail7 after it was dropped:\n%s", got)
+	}
+	if got := strings.TrimSpace(lab.Host.MustExec(t, "ip", "route", "show", "table", "1007")); got != "" {
+		t.Errorf("table 1007 after rail 7 was dropped:\n%s", got)
+	}
+	for n := 0; n < 7; n++ {
+		if err := lab.Host.Ping(strings.TrimSuffix(nettest.HostIPv4(n), "/31"), nettest.RemoteIPv4(n)); err != nil {
+			t.Errorf("rail %d after dropping rail 7: %v", n, err)
+		}
+	}
+	if got := lab.ForeignState(t); got != foreign {
+		t.Errorf("foreign state changed:\n%s\nvs\n%s", foreign, got)
+	}
+	if code, out = apply(t, lab, seven); code != 0 || !strings.Contains(out, "0 writes") {
+		t.Errorf("apply again: exit %d\n%s", code, out)
+	}
+}
+
+// TestStateDirLock: a running daemon holds state_dir; apply and teardown
+// on it say who holds it and exit non-zero before any change. The daemon
+// removed a temporary file a killed writer left behind.
+func TestStateDirLock(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 2)
+	state := t.TempDir()
+	stale := filepath.Join(state, ".owned.json.12345")
+	if err := os.WriteFile(stale, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := labConfigN(t, state, 2)
+	if b, err := os.ReadFile(cfg); err == nil {
+		cfg = writeConfig(t, "listen: {metrics: \"127.0.0.1:0\"}\n"+string(b))
+	}
+	sd := nettest.NewSystemd(t)
+	cmd := exec.Command("ip", "netns", "exec", lab.Host.Name, binary(t), "--config", cfg, "run")
+	cmd.Env = append(cleanEnv(), "NOTIFY_SOCKET="+sd.Socket)
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	waitFor(t, "READY=1", func() bool { return sd.Count("READY=1") > 0 })
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale temporary file still there: %v", err)
+	}
+	before := lab.Host.Snapshot(t)
+	w := nettest.Watch(t, lab.Host)
+	for _, args := range [][]string{{"apply"}, {"teardown"}, {"run"}} {
+		code, out, _ := inLab(t, lab, nil, append([]string{"--config", cfg}, args...)...)
+		want := fmt.Sprintf("state_dir %s is locked by pid %d (roce-agent run, since ", state, cmd.Process.Pid)
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("%v while the daemon runs: exit %d, want 1 and %q in\n%s", args, code, want, out)
+		}
+	}
+	w.Stop()
+	if n, kinds := w.Count(); n != 0 {
+		t.Errorf("refused commands caused %d netlink events %v", n, kinds)
+	}
+	if after := lab.Host.Snapshot(t); after != before {
+		t.Errorf("refused commands changed the host:\n%s\nvs\n%s", before, after)
+	}
+	_ = cmd.Process.Signal(unix.SIGTERM)
+	_ = cmd.Wait()
+	if code, out := apply(t, lab, cfg); code != 0 {
+		t.Errorf("apply after the daemon stopped: exit %d\n%s", code, out)
+	}
+}
+
+// TestCapNetAdminIsEnough runs apply with CAP_NET_ADMIN as its only
+// capability: it converges (no setns into its own namespace). Without any
+// capability, the error names CAP_NET_ADMIN.
+func TestCapNetAdminIsEnough(t *testing.T) {
+	nettest.RequireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	lab := nettest.NewLab(t, 2)
+	state := t.TempDir()
+	cfg := labConfigN(t, state, 2)
+	netAdmin := []string{"setpriv", "--bounding-set=-all,+net_admin", "--inh-caps=-all,+net_admin", "--"}
+	caps := lab.Host.MustExec(t, append(netAdmin, "grep", "CapEff", "/proc/self/status")...)
+	if !strings.Contains(caps, "0000000000001000") {
+		t.Fatalf("setpriv did not leave CAP_NET_ADMIN alone: %s", caps)
+	}
+	out, err := exec.Command("ip", append(append([]string{"netns", "exec", lab.Host.Name}, netAdmin...), binary(t), "--config", cfg, "apply")...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "2 of 2 rails converged") {
+		t.Fatalf("apply with CAP_NET_ADMIN only: %v\n%s", err, out)
+	}
+
+	// Without privileges: a user that can read the binary and config.
+	dir, err := os.MkdirTemp("", "ra-nocap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "roce-agent")
+	raw, err := os.ReadFile(binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobodyState := filepath.Join(dir, "state")
+	b, _ := os.ReadFile(labConfigN(t, nobodyState, 2))
+	nobodyCfg := filepath.Join(dir, "config.yaml")
+	for _, err := range []error{os.WriteFile(bin, raw, 0o755), os.WriteFile(nobodyCfg, b, 0o644), os.Mkdir(nobodyState, 0o777), os.Chmod(dir, 0o755), os.Chmod(nobodyState, 0o777)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	lab2 := nettest.NewLab(t, 2)
+	out, err = exec.Command("ip", "netns", "exec", lab2.Host.Name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"--inh-caps=-all", "--bounding-set=-all", "--", bin, "--config", nobodyCfg, "apply").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "roce-agent needs CAP_NET_ADMIN") {
+		t.Errorf("apply without privileges: %v, want the capability named in\n%s", err, out)
+	}
+}
+
+// TestMissingNetdevFailsOnlyItsRail: with a sysfs tree that has no NICs,
+// pinned netdevs are found through netlink, as the daemon does; the one
+// that does not exist fails alone.
+func TestMissingNetdevFailsOnlyItsRail(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 3)
+	state := t.TempDir()
+	cfg := labConfig(t, state, "", func(n int) string {
+		switch {
+		case n == 3:
+			return fmt.Sprintf("  - {rail: 3, netdev: rail3, ipv4: %q}\n", nettest.HostIPv4(3))
+		case n > 3:
+			return "#\n"
+		}
+		return ""
+	})
+	empty := t.TempDir()
+	code, out, _ := inLab(t, lab, nil, "--config", cfg, "--sysfs-root", empty, "apply")
+	if code != 1 || strings.Count(out, "): converged, ") != 3 || !strings.Contains(out, "rail 3 (rail3): NOT CONVERGED: conflict: netdev rail3 does not exist") {
+		t.Errorf("exit %d, want 1 with rails 0-2 converged and rail 3 missing:\n%s", code, out)
+	}
+	for n := 0; n < 3; n++ {
+		if err := lab.Host.Ping(strings.TrimSuffix(nettest.HostIPv4(n), "/31"), nettest.RemoteIPv4(n)); err != nil {
+			t.Errorf("rail %d: %v", n, err)
+		}
+	}
+}
+
+var changeLine = regexp.MustCompile(`^  (ip|sysctl) `)
+
+// TestPlanAndApplyAgreeUnderConflict: a foreign address in rail 1's /31.
+// plan's counts equal the lines it lists, the conflict names the object
+// and its owner, and apply makes every other change (rail 1's link
+// settings and IPv6 included) and exits 1.
+func TestPlanAndApplyAgreeUnderConflict(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 2)
+	state := t.TempDir()
+	cfg := labConfigN(t, state, 2)
+	lab.Host.MustExec(t, "ip", "address", "add", "10.0.1.0/31", "dev", "rail1")
+	check := func(wantChanges int) {
+		t.Helper()
+		code, out, _ := inLab(t, lab, nil, "--config", cfg, "plan")
+		var changes, conflicts int
+		for _, line := range strings.Split(out, "\n") {
+			switch {
+			case strings.HasPrefix(line, "  conflict: "):
+				conflicts++
+			case changeLine.MatchString(line):
+				changes++
+			}
+		}
+		head := fmt.Sprintf("%d changes, %d conflicts\n", changes, conflicts)
+		if code != 0 || !strings.HasPrefix(out, head) || conflicts != 1 || (wantChanges >= 0 && changes != wantChanges) {
+			t.Errorf("plan: exit %d, %d change lines and %d conflict lines (want %d and 1) in\n%s", code, changes, conflicts, wantChanges, out)
+		}
+		if !strings.Contains(out, "conflict: address 10.0.1.1/31 on rail1 not added: foreign address 10.0.1.0/31 on rail1") {
+			t.Errorf("conflict does not name the object and its owner:\n%s", out)
+		}
+		code, js, _ := inLab(t, lab, nil, "--config", cfg, "-o", "json", "plan")
+		var p struct {
+			Changes   []json.RawMessage `json:"changes"`
+			Conflicts []struct{ Object, Owner string }
+		}
+		if err := json.Unmarshal([]byte(js), &p); err != nil || code != 0 || len(p.Changes) != changes || len(p.Conflicts) != 1 ||
+			p.Conflicts[0].Object != "address 10.0.1.1/31 on rail1" || !strings.Contains(p.Conflicts[0].Owner, "10.0.1.0/31") {
+			t.Errorf("plan -o json: %v\n%s", err, js)
+		}
+	}
+	check(-1)
+	code, out := apply(t, lab, cfg)
+	if code != 1 || !strings.Contains(out, "rail 0 (rail0): converged") || !strings.Contains(out, "rail 1 (rail1): NOT CONVERGED: conflict: address 10.0.1.1/31") {
+		t.Errorf("apply: exit %d\n%s", code, out)
+	}
+	link := lab.Host.MustExec(t, "ip", "-o", "link", "show", "dev", "rail1")
+	addrs := lab.Host.MustExec(t, "ip", "-o", "address", "show", "dev", "rail1", "scope", "global")
+	if !strings.Contains(link, "mtu 9000") || !strings.Contains(addrs, "fc00:0:0:2::1/127") || strings.Contains(addrs, "10.0.1.1/31") {
+		t.Errorf("rail1 after apply:\n%s%s", link, addrs)
+	}
+	check(0)
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process's writes and the
+// test's reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for start := time.Now(); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
