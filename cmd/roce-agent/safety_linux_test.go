@@ -5,15 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/roce-agent/roce-agent/nic/nettest"
@@ -497,5 +502,203 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		if time.Since(start) > 10*time.Second {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// inNS runs fn on an OS thread inside ns: sockets it creates belong to ns.
+// The thread is never given back to the scheduler.
+func inNS(t *testing.T, ns *nettest.NS, fn func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns.Handle); err != nil {
+			done <- err
+			return
+		}
+		fn()
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nsClient is an HTTP client whose connections are made inside ns.
+func nsClient(t *testing.T, ns *nettest.NS) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			var err error
+			inNS(t, ns, func() { c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr) })
+			return c, err
+		},
+	}}
+}
+
+// TestDaemonHoldsUnderAttack runs the built daemon with a file descriptor
+// limit of 256 and the resync an hour away, so every repair below is
+// driven by netlink events: a deleted rule, a changed rp_filter, a deleted
+// address and a changed MTU are repaired at once. It serves GET and HEAD
+// only. Holding 600 idle connections (more than its fd limit) does not
+// stop it repairing drift or answering /healthz. A SIGHUP with an emptied
+// or vanished config keeps the running config (host unchanged), answers
+// systemd with READY=1 after RELOADING=1, and shows in
+// roce_agent_config_last_reload_successful.
+func TestDaemonHoldsUnderAttack(t *testing.T) {
+	nettest.RequireRoot(t)
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	lab := nettest.NewLab(t, 4)
+	state := t.TempDir()
+	const port = "19488"
+	b, err := os.ReadFile(labConfigN(t, state, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := "listen: {metrics: \"127.0.0.1:" + port + "\"}\nreconcile: {resync_interval: 1h}\n" + string(b)
+	cfg := writeConfig(t, good)
+	sd := nettest.NewSystemd(t)
+	cmd := exec.Command("ip", "netns", "exec", lab.Host.Name, "prlimit", "--nofile=256:256", "--", binary(t), "--config", cfg, "--log-format", "json", "run")
+	cmd.Env = append(cleanEnv(), "NOTIFY_SOCKET="+sd.Socket)
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	waitFor(t, "READY=1", func() bool { return sd.Count("READY=1") == 1 })
+	lab.Host.Settle(t)
+
+	repair := func(class string, breakIt func(), repaired func() bool) {
+		t.Helper()
+		start := time.Now()
+		breakIt()
+		for !repaired() {
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s drift not repaired in 10s (resync is 1h: no event reached the daemon)\n%s", class, logs.String())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		t.Logf("%-9s drift repaired %v after the change (command start to repaired, 2 ms polling)", class, time.Since(start).Round(time.Millisecond))
+	}
+	contains := func(want string, args ...string) func() bool {
+		return func() bool { out, _ := lab.Host.Exec(args...); return strings.Contains(out, want) }
+	}
+	repair("rule", func() { lab.Host.MustExec(t, "ip", "rule", "del", "priority", "1001") },
+		contains("from 10.0.1.1 lookup 1001 proto 171", "ip", "rule", "show", "priority", "1001"))
+	repair("rp_filter", func() { lab.Host.MustExec(t, "sysctl", "-qw", "net.ipv4.conf.rail2.rp_filter=0") },
+		contains("2", "sysctl", "-n", "net.ipv4.conf.rail2.rp_filter"))
+	repair("address", func() { lab.Host.MustExec(t, "ip", "address", "del", nettest.HostIPv4(3), "dev", "rail3") },
+		contains("10.200.0.0/16 via 10.0.3.0", "ip", "route", "show", "table", "1003"))
+	repair("mtu", func() { lab.Host.MustExec(t, "ip", "link", "set", "dev", "rail0", "mtu", "1500") },
+		contains("mtu 9000", "ip", "-o", "link", "show", "dev", "rail0"))
+
+	client := nsClient(t, lab.Host)
+	base := "http://127.0.0.1:" + port
+	for _, method := range []string{"POST", "PUT", "DELETE"} {
+		req, _ := http.NewRequest(method, base+"/metrics", strings.NewReader("x"))
+		resp, err := client.Do(req)
+		if err != nil || resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s /metrics: %v %v", method, err, resp)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+	}
+
+	// 600 idle connections: more than the daemon's 256 file descriptors.
+	var idle []net.Conn
+	inNS(t, lab.Host, func() {
+		for i := 0; i < 600; i++ {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 2*time.Second)
+			if err != nil {
+				break
+			}
+			idle = append(idle, c)
+		}
+	})
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	if len(idle) < 300 {
+		t.Fatalf("only %d idle connections opened", len(idle))
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+	t.Logf("%d idle connections open; the daemon holds %d fds (limit 256)", len(idle), len(fds))
+	if len(fds) >= 256 {
+		t.Errorf("the daemon holds %d fds, at its limit", len(fds))
+	}
+	repair("address, 600 idle clients", func() { lab.Host.MustExec(t, "ip", "address", "del", nettest.HostIPv4(1), "dev", "rail1") },
+		contains("10.200.0.0/16 via 10.0.1.0", "ip", "route", "show", "table", "1001"))
+	start := time.Now()
+	resp, err := client.Get(base + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("/healthz with 600 idle clients: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+		t.Logf("/healthz answered in %v with 600 idle clients", time.Since(start).Round(time.Millisecond))
+	}
+	if strings.Contains(logs.String(), "too many open files") {
+		t.Errorf("the daemon ran out of file descriptors:\n%s", logs.String())
+	}
+
+	// Reloads that must keep the running config.
+	before := lab.Host.Snapshot(t)
+	metric := func(name string) string {
+		t.Helper()
+		resp, err := client.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, name+" ") {
+				return strings.TrimPrefix(line, name+" ")
+			}
+		}
+		return ""
+	}
+	if got := metric("roce_agent_config_last_reload_successful"); got != "1" {
+		t.Errorf("last_reload_successful before any reload = %q", got)
+	}
+	reload := func(n int) {
+		t.Helper()
+		_ = cmd.Process.Signal(unix.SIGHUP)
+		waitFor(t, fmt.Sprintf("RELOADING=1 #%d", n), func() bool { return sd.Count("RELOADING=1") == n })
+		waitFor(t, fmt.Sprintf("READY=1 #%d", n+1), func() bool { return sd.Count("READY=1") == n+1 })
+	}
+	if err := os.WriteFile(cfg, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload(1)
+	if !strings.Contains(logs.String(), "has no settings") || metric("roce_agent_config_last_reload_successful") != "0" {
+		t.Errorf("emptied config: not rejected as it should be\n%s", logs.String())
+	}
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	reload(2)
+	if !strings.Contains(logs.String(), "no such file or directory") {
+		t.Errorf("vanished config: not rejected as it should be\n%s", logs.String())
+	}
+	if after := lab.Host.Snapshot(t); after != before {
+		t.Errorf("rejected reloads changed the host:\n%s\nvs\n%s", before, after)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(good, port, "19499", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload(3)
+	if !strings.Contains(logs.String(), "listen.metrics changed; it takes effect at restart") || metric("roce_agent_config_last_reload_successful") != "1" {
+		t.Errorf("good reload with a new listen address:\n%s", logs.String())
+	}
+	_ = cmd.Process.Signal(unix.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
 	}
 }
