@@ -105,6 +105,10 @@ func TestErrors(t *testing.T) {
 		{name: "bad env", env: map[string]string{"ROCE_AGENT_LOG_LEVEL": "loud"}, args: []string{"version"}, code: 2,
 			want: []string{`log.level: "loud" is not one of debug, info, warn, error`, "no config file"}},
 		{name: "config file missing", args: []string{"--config", missing, "version"}, code: 2, want: []string{"config " + missing + ": open " + missing + ": no such file or directory"}},
+		{name: "loose env value", env: map[string]string{"ROCE_AGENT_LINK_MTU": "9000.5"}, args: []string{"inventory"}, code: 2,
+			want: []string{"link.mtu", `"9000.5" is not an integer`}},
+		{name: "duration as a number", cfg: "reconcile:\n  resync_interval: 60\n", args: []string{"inventory"}, code: 2,
+			want: []string{"reconcile.resync_interval", "60 is not a duration"}},
 		{name: "config file missing from env", env: map[string]string{"ROCE_AGENT_CONFIG": missing}, args: []string{"inventory"}, code: 2, want: []string{"config " + missing}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

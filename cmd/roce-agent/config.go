@@ -213,7 +213,7 @@ func strictScalars(_ reflect.Type, to reflect.Type, data any) (any, error) {
 		case time.Duration:
 			return d, nil
 		default:
-			return nil, fmt.Errorf("%v is not a duration (want a string such as 30s or 1m)", clipValue(fmt.Sprint(data)))
+			return nil, fmt.Errorf("%s is not a duration (want a string such as 30s or 1m)", clipPlain(data))
 		}
 	}
 	switch to.Kind() {
@@ -230,7 +230,7 @@ func strictScalars(_ reflect.Type, to reflect.Type, data any) (any, error) {
 			}
 			return b, nil
 		default:
-			return nil, fmt.Errorf("%v is not true or false", clipValue(fmt.Sprint(data)))
+			return nil, fmt.Errorf("%s is not true or false", clipPlain(data))
 		}
 	}
 	return data, nil
@@ -292,6 +292,15 @@ func clipValue(s string) string {
 		return strconv.Quote(s)
 	}
 	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:max]), len(s))
+}
+
+// clipPlain prints a non-string value for a message, cut to 64 bytes.
+func clipPlain(v any) string {
+	s := fmt.Sprint(v)
+	if len(s) <= 64 {
+		return s
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:64], len(s))
 }
 
 // clipLines cuts every line of an error message to 300 bytes, so that a

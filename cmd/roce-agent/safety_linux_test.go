@@ -367,6 +367,30 @@ func TestCapNetAdminIsEnough(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "2 of 2 rails converged") {
 		t.Fatalf("apply with CAP_NET_ADMIN only: %v\n%s", err, out)
 	}
+	out, err = exec.Command("ip", append(append([]string{"netns", "exec", lab.Host.Name}, netAdmin...), binary(t), "--config", cfg, "plan")...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "0 changes, 0 conflicts") {
+		t.Errorf("plan with CAP_NET_ADMIN only: %v\n%s", err, out)
+	}
+	// The daemon too: it becomes ready and repairs drift.
+	sd := nettest.NewSystemd(t)
+	run := exec.Command("ip", append(append([]string{"netns", "exec", lab.Host.Name}, netAdmin...), binary(t), "--config", cfg, "--listen", "127.0.0.1:0", "run")...)
+	run.Env = append(cleanEnv(), "NOTIFY_SOCKET="+sd.Socket)
+	var logs lockedBuffer
+	run.Stderr = &logs
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = run.Process.Kill(); _ = run.Wait() }()
+	waitFor(t, "READY=1 from a daemon with CAP_NET_ADMIN only", func() bool { return sd.Count("READY=1") > 0 })
+	lab.Host.MustExec(t, "ip", "address", "del", nettest.HostIPv4(1), "dev", "rail1")
+	waitFor(t, "drift repaired by a daemon with CAP_NET_ADMIN only", func() bool {
+		out, _ := lab.Host.Exec("ip", "-o", "address", "show", "dev", "rail1")
+		return strings.Contains(out, "10.0.1.1/31")
+	})
+	_ = run.Process.Signal(unix.SIGTERM)
+	if err := run.Wait(); err != nil || strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("daemon with CAP_NET_ADMIN only: %v\n%s", err, logs.String())
+	}
 
 	// Without privileges: a user that can read the binary and config.
 	dir, err := os.MkdirTemp("", "ra-nocap")
