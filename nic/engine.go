@@ -108,8 +108,12 @@ func (e *LinkEngine) saveOwned(o Owned) error {
 type EmptyDesiredError struct{ Owned []string }
 
 func (e *EmptyDesiredError) Error() string {
+	list := e.Owned
+	if len(list) > 3 {
+		list = append(list[:3:3], fmt.Sprintf("and %d more", len(e.Owned)-3))
+	}
 	return fmt.Sprintf("refused: the desired state has no rails while roce-agent owns %d objects on this host (%s); nothing was changed. An empty desired state never removes anything: run 'roce-agent teardown' to remove them",
-		len(e.Owned), strings.Join(e.Owned, "; "))
+		len(e.Owned), strings.Join(list, "; "))
 }
 
 // Plan reads the live state and returns what Apply would do, changing

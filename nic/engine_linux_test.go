@@ -1,6 +1,7 @@
 package nic
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -230,4 +231,58 @@ func asValidation(err error, ve **ValidationError) bool {
 	v, ok := err.(*ValidationError)
 	*ve = v
 	return ok
+}
+
+// TestEmptyDesiredRemovesNothing: once the agent owns state, a reconcile
+// or plan with no rail is refused and sends nothing to the kernel; only
+// Teardown removes, and exactly what is owned (a foreign rule marked 171
+// outside the priority range stays). Addresses are marked IFA_PROTO 171,
+// so ownership survives losing the state directory.
+func TestEmptyDesiredRemovesNothing(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 2)
+	lab.AddForeignState(t)
+	eng, _ := newEngine(t, lab)
+	if res, err := eng.Reconcile(labRails(2)); err != nil || !res.Converged() {
+		t.Fatalf("converge: %v %+v", err, res)
+	}
+	lab.Host.MustExec(t, "ip", "rule", "add", "from", "10.9.9.9", "lookup", "1001", "priority", "900", "protocol", "171")
+	foreign := lab.ForeignState(t) + lab.Host.MustExec(t, "ip", "rule", "show", "priority", "900")
+
+	// A fresh engine on an empty state directory: ownership comes from
+	// the kernel alone.
+	eng = &LinkEngine{Host: eng.Host, StateDir: t.TempDir(), Range: eng.Range}
+	w := nettest.Watch(t, lab.Host)
+	_, err := eng.Reconcile(nil)
+	_, perr := eng.Plan(nil)
+	w.Stop()
+	var ed *EmptyDesiredError
+	for _, e := range []error{err, perr} {
+		if !errors.As(e, &ed) || len(ed.Owned) != 16 || !strings.Contains(e.Error(), "run 'roce-agent teardown'") {
+			t.Errorf("want an EmptyDesiredError over 16 owned objects, got %v", e)
+		}
+	}
+	if n, kinds := w.Count(); n != 0 {
+		t.Errorf("a refused empty reconcile caused %d netlink events %v", n, kinds)
+	}
+
+	dry, err := eng.Teardown(true)
+	if err != nil || len(dry.Planned) != 16 || len(dry.Removed) != 0 {
+		t.Fatalf("dry run: %v %+v", err, dry)
+	}
+	res, err := eng.Teardown(false)
+	if err != nil || len(res.Removed) != 16 || len(res.Errs) != 0 {
+		t.Fatalf("teardown: %v %+v", err, res)
+	}
+	for _, want := range dry.Planned {
+		if !strings.Contains(strings.Join(res.Removed, "\n"), want) {
+			t.Errorf("planned %q not removed", want)
+		}
+	}
+	if got := lab.ForeignState(t) + lab.Host.MustExec(t, "ip", "rule", "show", "priority", "900"); got != foreign {
+		t.Errorf("foreign state changed:\n%s\nvs\n%s", foreign, got)
+	}
+	if again, err := eng.Teardown(false); err != nil || len(again.Planned) != 0 {
+		t.Errorf("second teardown: %v %+v", err, again)
+	}
 }

@@ -145,6 +145,17 @@ func TestBadDesiredStateChangesNothing(t *testing.T) {
 		}
 	}
 
+	// A config with a desired state whose rails come out empty (qos only,
+	// no rail pinned or addressed, no RDMA NIC here): refused at run time
+	// because the agent owns state, exit 1, nothing removed.
+	qosOnly := write("qos-only.yaml", "state_dir: "+state+"\nqos: {roce_tos: 106}\n")
+	for _, command := range []string{"apply", "plan"} {
+		code, out, _ := inLab(t, lab, nil, "--config", qosOnly, command)
+		if code != 1 || !strings.Contains(out, "refused: the desired state has no rails while roce-agent owns 64 objects") {
+			t.Errorf("%s with no rails: exit %d\n%s", command, code, clipOut(out))
+		}
+	}
+
 	// No --config and no file at the default path: refused, exit 2.
 	if _, err := os.Stat(DefaultConfigPath); err == nil {
 		t.Logf("%s exists on this machine; the no-config case is skipped", DefaultConfigPath)
