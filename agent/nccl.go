@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -62,7 +61,7 @@ func NCCLEnv(rails []RailStatus, tos *int) ([]byte, []string) {
 
 // writeIfChanged replaces path atomically only when the content differs.
 func writeIfChanged(path string, data []byte) (bool, error) {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+	if old, err := nic.ReadStateFile(path); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
 	if err := nic.WriteFileAtomic(path, data, 0o644); err != nil {

@@ -1,8 +1,8 @@
 package nic
 
 import (
+	"errors"
 	"fmt"
-	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -35,26 +35,30 @@ func (s *FS) PortCounters(dev string, port int) (out []Counter, errs []error) {
 		// One directory descriptor, then openat per file: the path to a
 		// counter runs through the class symlink and the PCI hierarchy,
 		// which the kernel would otherwise walk for every file.
-		dirPath := s.HostPath(path.Join(base, dir.name))
-		d, err := os.Open(dirPath)
+		dirName := path.Join(base, dir.name)
+		dirPath := s.HostPath(dirName)
+		dfd, err := s.openDir(dirName)
 		if err != nil {
 			continue // drivers without PMA (rxe) or hw stats have no directory
 		}
-		names, err := d.Readdirnames(-1)
+		ents, err := readDirEntries(dfd)
 		if err != nil {
-			d.Close()
-			errs = append(errs, fmt.Errorf("list %s: %w", dirPath, unwrapPathError(err)))
+			unix.Close(dfd)
+			errs = append(errs, fmt.Errorf("list %s: %w", dirPath, err))
 			continue
 		}
-		sort.Strings(names)
-		dfd := int(d.Fd())
-		for _, n := range names {
+		sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
+		for _, e := range ents {
+			n := e.name
 			if dir.hw && n == "lifespan" {
 				continue
 			}
-			raw, err := readAt(dfd, n, buf)
+			raw, err := s.readAt(dfd, dirName, e, buf)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("read %s/%s: %w", dirPath, n, err))
+				if !errors.Is(err, errNotRegular) && !errors.Is(err, errTooLarge) {
+					err = fmt.Errorf("read %s/%s: %w", dirPath, n, unwrapPathError(err))
+				}
+				errs = append(errs, err) // the bound errors name the file
 				continue
 			}
 			v, err := strconv.ParseUint(raw, 10, 64)
@@ -64,19 +68,47 @@ func (s *FS) PortCounters(dev string, port int) (out []Counter, errs []error) {
 			}
 			out = append(out, Counter{Name: n, Value: v, HW: dir.hw})
 		}
-		d.Close()
+		unix.Close(dfd)
 	}
 	return out, errs
 }
 
-// readAt reads a small file relative to a directory descriptor.
-func readAt(dfd int, name string, buf []byte) (string, error) {
-	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+// readAt reads a small file, entry e of directory dfd (which is dir in the
+// tree), bounded by buf. On the sysfs fast path that is openat, read and
+// close. In any other tree the entry's type from the directory listing
+// decides, at no extra system call: a regular file is opened
+// O_NOFOLLOW|O_NONBLOCK, a symlink is read through readAttr, which
+// resolves it inside the tree, and anything else is an error, without
+// opening it. (An entry swapped for another kind in between can neither
+// lead outside nor block, and the read stays within buf.)
+func (s *FS) readAt(dfd int, dir string, e dirent, buf []byte) (string, error) {
+	flags := unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK
+	if !s.kernel {
+		mode := uint32(e.typ) << 12 // DT_* are the S_IFMT bits shifted down
+		if e.typ == unix.DT_UNKNOWN {
+			var st unix.Stat_t
+			if err := unix.Fstatat(dfd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return "", err
+			}
+			mode = st.Mode & unix.S_IFMT
+		}
+		if mode == unix.S_IFLNK {
+			return s.readAttr(path.Join(dir, e.name), buf)
+		}
+		if err := s.checkKind(path.Join(dir, e.name), mode, unix.S_IFREG); err != nil {
+			return "", err
+		}
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Openat(dfd, e.name, flags, 0)
 	if err != nil {
 		return "", err
 	}
-	n, err := unix.Read(fd, buf)
+	n, err := readInto(fd, buf)
 	unix.Close(fd)
+	if errors.Is(err, errTooLarge) {
+		return "", s.tooLarge(path.Join(dir, e.name), len(buf))
+	}
 	if err != nil {
 		return "", err
 	}

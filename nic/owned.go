@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // OwnedFile is the ownership record's name under the state directory.
@@ -16,7 +19,7 @@ const OwnedFile = "owned.json"
 // LoadOwned reads the ownership record; a missing file is an empty record.
 func LoadOwned(stateDir string) (Owned, error) {
 	o := Owned{Addrs: map[string][]netip.Prefix{}}
-	b, err := os.ReadFile(filepath.Join(stateDir, OwnedFile))
+	b, err := readStateFile(filepath.Join(stateDir, OwnedFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return o, nil
 	}
@@ -31,6 +34,38 @@ func LoadOwned(stateDir string) (Owned, error) {
 	}
 	return o, nil
 }
+
+// maxStateFile bounds the files the agent reads back from its state
+// directory (an ownership record of 256 rails is a few KB).
+const maxStateFile = 4 << 20
+
+// readStateFile reads one of the agent's own state files: a regular file
+// (not followed through a symlink, never a blocking FIFO) of at most
+// maxStateFile bytes.
+func readStateFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxStateFile {
+		return nil, fmt.Errorf("%s is larger than %d MiB", path, maxStateFile>>20)
+	}
+	return b, nil
+}
+
+// ReadStateFile is readStateFile for the agent's other state files.
+func ReadStateFile(path string) ([]byte, error) { return readStateFile(path) }
 
 // SaveOwned writes the ownership record atomically (temporary file, fsync,
 // rename), so a crash leaves the old record or the new one.
