@@ -38,6 +38,11 @@ type DaemonOptions struct {
 	// reconcile) that catches what events miss.
 	Debounce, Resync time.Duration
 	Notifier         Notifier
+	// Host is the rails' namespace; nil opens Netns. Tests inject a
+	// recording fake (nic/linktest).
+	Host nic.RailHost
+	// DCB is the dcbnl client; nil opens one in the namespace.
+	DCB qos.DCBClient
 }
 
 // Daemon is `roce-agent run`: it keeps the rails converged, driven by
@@ -45,9 +50,9 @@ type DaemonOptions struct {
 type Daemon struct {
 	opts    DaemonOptions
 	log     *slog.Logger
-	host    *nic.Host
+	host    nic.RailHost
 	sock    *qos.Socket
-	dcb     *qos.DCB
+	dcb     qos.DCBClient // nil when dcbnl could not be opened (dcbErr)
 	dcbErr  error
 	metrics *Metrics
 
@@ -84,13 +89,18 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	host, err := nic.OpenHost(opts.Netns)
-	if err != nil {
-		return nil, err
+	host := opts.Host
+	if host == nil {
+		h, err := nic.OpenHost(opts.Netns)
+		if err != nil {
+			return nil, err
+		}
+		host = h
 	}
 	d := &Daemon{opts: opts, log: opts.Log, host: host, trigger: make(chan struct{}, 1), conds: map[string]conditionSet{}, stale: true}
-	d.dcbErr = host.Do(func() (err error) { d.sock, err = qos.OpenSocket(); return err })
-	if d.dcbErr == nil {
+	if opts.DCB != nil {
+		d.dcb = opts.DCB
+	} else if d.dcbErr = host.Do(func() (err error) { d.sock, err = qos.OpenSocket(); return err }); d.dcbErr == nil {
 		d.dcb = qos.NewDCB(d.sock)
 	}
 	if err := d.setConfig(opts.Config); err != nil {
@@ -548,23 +558,18 @@ func (d *Daemon) currentFS() *nic.FS {
 }
 
 // netdevExists looks a netdev up in the rails' namespace.
-func (d *Daemon) netdevExists(name string) bool {
-	_, err := d.host.Handle().LinkByName(name)
-	return err == nil
-}
+func (d *Daemon) netdevExists(name string) bool { return d.host.LinkExists(name) }
 
 // netdevState is a netdev's state from netlink in the rails' namespace
 // (sysfs shows the namespace sysfs was mounted in), with the speed from
 // sysfs where it has the netdev.
 func (d *Daemon) netdevState(name string) (nic.NetdevState, error) {
 	st := nic.NetdevState{SpeedMbs: -1}
-	l, err := d.host.Handle().LinkByName(name)
+	ls, err := d.host.LinkState(name)
 	if err != nil {
-		return st, fmt.Errorf("find %s: %w", name, err)
+		return st, err
 	}
-	a := l.Attrs()
-	st.Up = a.OperState == netlink.OperUp || (a.OperState == netlink.OperUnknown && a.Flags&net.FlagUp != 0)
-	st.MTU = a.MTU
+	st.Up, st.MTU = ls.Up, ls.MTU
 	if s, err := d.currentFS().ReadNetdev(name); err == nil {
 		st.SpeedMbs = s.SpeedMbs
 	}

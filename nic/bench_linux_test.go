@@ -180,14 +180,14 @@ func BenchmarkApplyConverged(b *testing.B) {
 // address del` does) and times from the kernel's RTM_DELADDR event to the
 // end of the reconcile that restores it.
 func BenchmarkDriftRepair(b *testing.B) {
-	lab, host, eng, rails := convergedLab(b)
+	lab, _, eng, rails := convergedLab(b)
 	done := make(chan struct{})
 	defer close(done)
 	updates := make(chan netlink.AddrUpdate, 64)
 	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{Namespace: &lab.Host.Handle}); err != nil {
 		b.Fatal(err)
 	}
-	link, err := host.Handle().LinkByName("rail3")
+	link, err := lab.Host.NL.LinkByName("rail3")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func BenchmarkDriftRepair(b *testing.B) {
 	var lat []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := host.Handle().AddrDel(link, victim); err != nil {
+		if err := lab.Host.NL.AddrDel(link, victim); err != nil {
 			b.Fatal(err)
 		}
 		for u := range updates {

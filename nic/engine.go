@@ -15,6 +15,28 @@ type LiveHost interface {
 	Apply(cs []Change) (int, error)
 }
 
+// LinkState is a netdev's state as netlink reports it.
+type LinkState struct {
+	Up  bool
+	MTU int
+}
+
+// RailHost is everything the agent asks of the rails' namespace: the link
+// engine's reads and writes, whether a netdev exists and its state, and a
+// way to run code inside the namespace. *Host is the real one; tests use
+// a recording fake (nic/linktest).
+type RailHost interface {
+	LiveHost
+	LinkExists(name string) bool
+	LinkState(name string) (LinkState, error)
+	// Do runs fn inside the namespace (for sockets that must be opened
+	// there).
+	Do(fn func() error) error
+	Close()
+}
+
+var _ RailHost = (*Host)(nil)
+
 // ValidationError lists every reason the desired state cannot be applied
 // to this host; nothing was changed.
 type ValidationError struct{ Errs []error }

@@ -42,6 +42,7 @@ func newEngine(t *testing.T, lab *nettest.Lab) (*LinkEngine, *Host) {
 // apply sends no write and causes no netlink event.
 func TestApplyEightRails(t *testing.T) {
 	nettest.RequireRoot(t)
+	nettest.RequireTools(t, "ping")
 	lab := nettest.NewLab(t, 8)
 	lab.AddForeignState(t)
 	foreign := lab.ForeignState(t)
@@ -101,8 +102,9 @@ func TestApplyEightRails(t *testing.T) {
 // each restored and counted as drift.
 func TestDriftRepairFromEvents(t *testing.T) {
 	nettest.RequireRoot(t)
+	nettest.RequireTools(t, "ping")
 	lab := nettest.NewLab(t, 2)
-	eng, host := newEngine(t, lab)
+	eng, _ := newEngine(t, lab)
 	rails := labRails(2)
 	if res, err := eng.Reconcile(rails); err != nil || !res.Converged() {
 		t.Fatalf("initial apply: %v %v", err, res.Err())
@@ -156,14 +158,14 @@ func TestDriftRepairFromEvents(t *testing.T) {
 		}
 	}
 	link := func() netlink.Link {
-		l, err := host.Handle().LinkByName("rail1")
+		l, err := lab.Host.NL.LinkByName("rail1")
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
 	hasAddr := func() bool {
-		list, _ := host.Handle().AddrList(link(), netlink.FAMILY_V4)
+		list, _ := lab.Host.NL.AddrList(link(), netlink.FAMILY_V4)
 		for _, a := range list {
 			if a.IPNet.String() == "10.0.1.1/31" {
 				return true

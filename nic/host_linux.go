@@ -128,8 +128,21 @@ func (h *Host) LinkExists(name string) bool {
 	return err == nil
 }
 
-// Handle is the namespace's netlink handle.
-func (h *Host) Handle() *netlink.Handle { return h.h }
+// LinkState is a netdev's state as netlink sees it in the namespace:
+// operationally up (or up with an unknown operstate, as a veth without
+// carrier detection reports), and its MTU. sysfs shows the namespace it
+// was mounted in, which may not be the rails'.
+func (h *Host) LinkState(name string) (LinkState, error) {
+	l, err := h.h.LinkByName(name)
+	if err != nil {
+		return LinkState{}, fmt.Errorf("find %s: %w", name, err)
+	}
+	a := l.Attrs()
+	return LinkState{
+		Up:  a.OperState == netlink.OperUp || (a.OperState == netlink.OperUnknown && a.Flags&net.FlagUp != 0),
+		MTU: a.MTU,
+	}, nil
+}
 
 // Do runs fn on a thread inside the namespace, for what follows the
 // thread's namespace (/proc/sys/net). In the caller's own namespace it just
@@ -253,21 +266,29 @@ func (h *Host) readLinks(live *LiveState, names map[string]bool) error {
 	return nil
 }
 
-// dump runs one rtnetlink dump on the raw socket, repeating it when the
-// kernel says it was interrupted by a concurrent change.
-func (h *Host) dump(req, reply int, msg nl.NetlinkRequestData) ([][]byte, error) {
+// retryDump runs a netlink dump, repeating it (at most dumpRetries times)
+// while the kernel says a concurrent change interrupted it
+// (NLM_F_DUMP_INTR). Every dump of the link engine goes through it.
+func retryDump(dump func() error) error {
 	for try := 0; ; try++ {
+		err := dump()
+		if err == nil || !errors.Is(err, netlink.ErrDumpInterrupted) || try >= dumpRetries {
+			return err
+		}
+	}
+}
+
+// dump runs one rtnetlink dump on the raw socket.
+func (h *Host) dump(req, reply int, msg nl.NetlinkRequestData) ([][]byte, error) {
+	var msgs [][]byte
+	err := retryDump(func() (err error) {
 		r := nl.NewNetlinkRequest(req, unix.NLM_F_DUMP)
 		r.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: h.raw}
 		r.AddData(msg)
-		msgs, err := r.Execute(unix.NETLINK_ROUTE, uint16(reply))
-		if err == nil {
-			return msgs, nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) || try >= dumpRetries {
-			return nil, err
-		}
-	}
+		msgs, err = r.Execute(unix.NETLINK_ROUTE, uint16(reply))
+		return err
+	})
+	return msgs, err
 }
 
 // ifaProto is IFA_PROTO (Linux 5.18): who added an address.
@@ -343,10 +364,11 @@ var native = nl.NativeEndian()
 
 func (h *Host) readRoutes(live *LiveState, tr TableRange) error {
 	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC}
-	for try := 0; ; try++ {
-		var routes []Route
-		var indexes []int
-		err := h.h.RouteListFilteredIter(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
+	var routes []Route
+	var indexes []int
+	err := retryDump(func() error {
+		routes, indexes = routes[:0], indexes[:0]
+		return h.h.RouteListFilteredIter(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
 			if !tr.HasTable(r.Table) {
 				return true
 			}
@@ -361,47 +383,44 @@ func (h *Host) readRoutes(live *LiveState, tr TableRange) error {
 			indexes = append(indexes, r.LinkIndex)
 			return true
 		})
-		if err != nil {
-			if !errors.Is(err, netlink.ErrDumpInterrupted) || try == dumpRetries {
-				return fmt.Errorf("list routes: %w", err)
-			}
-			continue
-		}
-		// Name the devices only after the dump: a request on the handle's
-		// socket in the middle of a dump would read the dump's replies.
-		names := map[int]string{}
-		for _, l := range live.Links {
-			names[l.Index] = l.Name
-		}
-		for i, idx := range indexes {
-			name, ok := names[idx]
-			if !ok && idx > 0 {
-				if l, err := h.h.LinkByIndex(idx); err == nil {
-					name = l.Attrs().Name
-				}
-				names[idx] = name
-			}
-			routes[i].Dev = name
-		}
-		live.Routes = routes
-		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
 	}
+	// Name the devices only after the dump: a request on the handle's
+	// socket in the middle of a dump would read the dump's replies.
+	names := map[int]string{}
+	for _, l := range live.Links {
+		names[l.Index] = l.Name
+	}
+	for i, idx := range indexes {
+		name, ok := names[idx]
+		if !ok && idx > 0 {
+			if l, err := h.h.LinkByIndex(idx); err == nil {
+				name = l.Attrs().Name
+			}
+			names[idx] = name
+		}
+		routes[i].Dev = name
+	}
+	live.Routes = routes
+	return nil
 }
 
 func (h *Host) readRules(live *LiveState) error {
-	for try := 0; ; try++ {
-		rules, err := h.h.RuleList(netlink.FAMILY_ALL)
-		if err == nil {
-			live.Rules = live.Rules[:0]
-			for _, r := range rules {
-				live.Rules = append(live.Rules, ruleOf(r))
-			}
-			return nil
-		}
-		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == dumpRetries {
-			return fmt.Errorf("list rules: %w", err)
-		}
+	var rules []netlink.Rule
+	err := retryDump(func() (err error) {
+		rules, err = h.h.RuleList(netlink.FAMILY_ALL)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("list rules: %w", err)
 	}
+	live.Rules = live.Rules[:0]
+	for _, r := range rules {
+		live.Rules = append(live.Rules, ruleOf(r))
+	}
+	return nil
 }
 
 func ruleOf(r netlink.Rule) Rule {

@@ -85,9 +85,21 @@ type Engine struct {
 	Files Files
 	// DCB is the dcbnl client of the rails' namespace; nil when it could
 	// not be opened (DCBErr says why).
-	DCB    *DCB
+	DCB    DCBClient
 	DCBErr error
 }
+
+// DCBClient is the dcbnl operations the engine uses; *DCB is the real
+// one.
+type DCBClient interface {
+	IEEE(dev string) (IEEE, error)
+	SetIEEE(dev string, s IEEE) error
+	DelApps(dev string, apps []App) error
+	DCBX(dev string) (uint8, error)
+	SetDCBX(dev string, mode uint8) error
+}
+
+var _ DCBClient = (*DCB)(nil)
 
 // Plan reads every target's QoS state and returns the writes that would
 // make it match the profile. It changes nothing.

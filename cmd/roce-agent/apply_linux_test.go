@@ -69,6 +69,7 @@ func apply(t *testing.T, lab *nettest.Lab, cfg string) (int, string) {
 // by the next run, and every bad config is rejected before any change.
 func TestApplyEndToEnd(t *testing.T) {
 	nettest.RequireRoot(t)
+	nettest.RequireTools(t, "ping")
 	lab := nettest.NewLab(t, 8)
 	lab.AddForeignState(t)
 	foreign := lab.ForeignState(t)

@@ -249,6 +249,7 @@ func labConfigN(t *testing.T, stateDir string, n int) string {
 // addresses, rules and routes; a foreign address on it stays.
 func TestOwnershipLivesInTheKernel(t *testing.T) {
 	nettest.RequireRoot(t)
+	nettest.RequireTools(t, "ping")
 	lab := nettest.NewLab(t, 8)
 	lab.AddForeignState(t)
 	foreign := lab.ForeignState(t)
@@ -435,6 +436,7 @@ func TestCapNetAdminIsEnough(t *testing.T) {
 // that does not exist fails alone.
 func TestMissingNetdevFailsOnlyItsRail(t *testing.T) {
 	nettest.RequireRoot(t)
+	nettest.RequireTools(t, "ping")
 	lab := nettest.NewLab(t, 3)
 	state := t.TempDir()
 	cfg := labConfig(t, state, "", func(n int) string {

@@ -23,6 +23,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// RequireTools skips the test, with a message naming them, when a
+// command it runs is not installed (ping comes with iputils-ping).
+func RequireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s, which is not installed (.ci/run installs it)", tool)
+		}
+	}
+}
+
 // RequireRoot skips the test, with a message, unless it runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()

@@ -1,0 +1,90 @@
+package agent
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/roce-agent/roce-agent/nic/linktest"
+)
+
+// TestDaemonConditionsOnFakeHost runs the daemon's reconcile on the
+// soft-roce fixture tree with a recording fake namespace instead of the
+// kernel: no root. Rails converge and their conditions say so; an address
+// deleted by hand is repaired and counted as drift; a rail whose netdev
+// disappears is in conflict while the other stays ready.
+func TestDaemonConditionsOnFakeHost(t *testing.T) {
+	host := linktest.New()
+	host.AddLink("vethA", 1500)
+	host.AddLink("vethB", 1500)
+	c := DefaultConfig()
+	c.SysfsRoot = filepath.Join("..", "testdata", "sysfs", "soft-roce", "sys")
+	c.StateDir = t.TempDir()
+	c.Node.Name = "fake-host"
+	c.Listen.Metrics = ""
+	c.Link.Routes = []string{"10.200.0.0/16"}
+	c.Rails = []RailConfig{
+		{Rail: intp(0), Netdev: "vethA", IPv4: "10.0.0.1/31"},
+		{Rail: intp(1), Netdev: "vethB", IPv4: "10.0.1.1/31"},
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDaemon(DaemonOptions{Config: c, Log: quietLog(), Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	status := func(rail int, typ string) string {
+		t.Helper()
+		for _, r := range d.Status().Rails {
+			if r.Rail != rail {
+				continue
+			}
+			for _, c := range r.Conditions {
+				if c.Type == typ {
+					return c.Status + "/" + c.Reason
+				}
+			}
+		}
+		return "absent"
+	}
+	for _, rail := range []int{0, 1} {
+		for typ, want := range map[string]string{"LinkUp": "True/OperUp", "AddressesReady": "True/Converged", "MTUReady": "True/MTU", "RoutingReady": "True/Converged"} {
+			if got := status(rail, typ); got != want {
+				t.Errorf("rail %d %s = %s, want %s", rail, typ, got, want)
+			}
+		}
+	}
+	if w := host.Writes(); len(w) != 2*9 {
+		t.Errorf("first reconcile wrote %d changes, want 18 (up, MTU, 3 sysctls, address, rule, 2 routes per rail)", len(w))
+	}
+
+	host.DelAddr("vethB", "10.0.1.1/31")
+	if err := d.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(d.Metrics().Drift.WithLabelValues("addr-add")); got != 1 {
+		t.Errorf("addr-add drift = %v, want 1", got)
+	}
+	if w := host.Writes(); len(w) != 3 {
+		t.Errorf("repair wrote %d changes, want 3 (address and the two routes the kernel dropped with it)", len(w))
+	}
+
+	host.DelLink("vethB")
+	err = d.Reconcile()
+	if err == nil || !strings.Contains(err.Error(), "netdev vethB does not exist") {
+		t.Errorf("reconcile with vethB gone: %v", err)
+	}
+	if got := status(1, "AddressesReady"); got != "False/Conflict" {
+		t.Errorf("rail 1 AddressesReady with its netdev gone = %s", got)
+	}
+	if got := status(0, "AddressesReady"); got != "True/Converged" {
+		t.Errorf("rail 0 AddressesReady = %s", got)
+	}
+}
