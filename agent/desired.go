@@ -30,4 +30,3 @@ func QoSTargets(inv *Inventory) []qos.Target {
 	}
 	return out
 }
-
