@@ -43,28 +43,35 @@ type DaemonOptions struct {
 	Host nic.RailHost
 	// DCB is the dcbnl client; nil opens one in the namespace.
 	DCB qos.DCBClient
+	// Source gives the configuration on reload and says when it changed;
+	// nil: reloads come only through Reload.
+	Source ConfigSource
+}
+
+// ConfigSource gives the daemon its configuration: the file today (read
+// again on SIGHUP), the controller next (which also signals Changed when
+// a new generation arrives).
+type ConfigSource interface {
+	// Load returns the current configuration, validated, or why there is
+	// none to use.
+	Load() (Config, error)
+	// Changed signals that Load has something new; nil when changes come
+	// only with SIGHUP.
+	Changed() <-chan struct{}
 }
 
 // Daemon is `roce-agent run`: it keeps the rails converged, driven by
-// netlink events and a periodic resync, and says how the node is.
+// netlink events and a periodic resync, and says how the node is. The
+// work itself is the Node pipeline; the daemon paces it and serves it.
 type Daemon struct {
 	opts    DaemonOptions
 	log     *slog.Logger
-	host    nic.RailHost
-	sock    *qos.Socket
-	dcb     qos.DCBClient // nil when dcbnl could not be opened (dcbErr)
-	dcbErr  error
+	node    *Node
 	metrics *Metrics
+	routes  map[string]http.Handler
 
-	mu      sync.Mutex // guards what follows
-	cfg     Config
-	fs      *nic.FS
-	link    *nic.LinkEngine
-	inv     *Inventory
-	desired []nic.RailLink
-	status  *NodeStatus
-	conds   map[string]conditionSet
-	stale   bool // re-read the inventory on the next reconcile
+	mu     sync.Mutex // guards what follows
+	status *NodeStatus
 
 	// http limits the HTTP server; railAddrs are the rails' host
 	// addresses, on which it serves nothing.
@@ -77,8 +84,9 @@ type Daemon struct {
 	Reconciles atomic.Int64 // reconciles run, for tests
 }
 
-// NewDaemon opens the namespace's netlink and dcbnl sockets and the
-// metrics registry. The configuration must have passed Validate.
+// NewDaemon opens the node (netlink and dcbnl sockets of the rails'
+// namespace, the sysfs tree) and the metrics registry. The configuration
+// must have passed Validate.
 func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 10 * time.Millisecond
@@ -89,29 +97,16 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	host := opts.Host
-	if host == nil {
-		h, err := nic.OpenHost(opts.Netns)
-		if err != nil {
-			return nil, err
-		}
-		host = h
-	}
-	d := &Daemon{opts: opts, log: opts.Log, host: host, trigger: make(chan struct{}, 1), conds: map[string]conditionSet{}, stale: true}
-	if opts.DCB != nil {
-		d.dcb = opts.DCB
-	} else if d.dcbErr = host.Do(func() (err error) { d.sock, err = qos.OpenSocket(); return err }); d.dcbErr == nil {
-		d.dcb = qos.NewDCB(d.sock)
-	}
-	if err := d.setConfig(opts.Config); err != nil {
-		d.Close()
+	node, err := OpenNode(NodeOptions{Config: opts.Config, Netns: opts.Netns, Host: opts.Host, DCB: opts.DCB, NVML: opts.NVML, Log: opts.Log})
+	if err != nil {
 		return nil, err
 	}
+	d := &Daemon{opts: opts, log: opts.Log, node: node, trigger: make(chan struct{}, 1), routes: map[string]http.Handler{}}
 	var pfc PFCReader
-	if d.dcb != nil {
-		pfc = d.dcb
+	if dcb := node.DCB(); dcb != nil {
+		pfc = dcb
 	}
-	d.metrics = NewMetrics(opts.Version, d.currentFS, pfc, d.netdevState, d.Status, d.log)
+	d.metrics = NewMetrics(opts.Version, node.FS, pfc, node.NetdevState, d.Status, d.log)
 	d.http = &HTTPGuard{Refuse: d.onRail}
 	d.metrics.Registry.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Subsystem: "http", Name: "refused_connections_total",
@@ -126,24 +121,14 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 }
 
 // Close releases the sockets.
-func (d *Daemon) Close() {
-	if d.sock != nil {
-		d.sock.Close()
-	}
-	d.host.Close()
-}
+func (d *Daemon) Close() { d.node.Close() }
 
-func (d *Daemon) setConfig(cfg Config) error {
-	fs, err := nic.NewFS(cfg.SysfsRoot)
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cfg, d.fs, d.stale = cfg, fs, true
-	d.link = &nic.LinkEngine{Host: d.host, StateDir: cfg.StateDir, Range: cfg.LinkRange()}
-	return nil
-}
+// Node is the daemon's pipeline.
+func (d *Daemon) Node() *Node { return d.node }
+
+// Mount adds a route to the daemon's HTTP server (the probe API, say);
+// call it before Run. The built-in paths cannot be replaced.
+func (d *Daemon) Mount(pattern string, h http.Handler) { d.routes[pattern] = h }
 
 // Reload reads a new configuration with load (which validates it) and
 // swaps it in, then reconciles; changes that follow from it do not count
@@ -157,9 +142,7 @@ func (d *Daemon) Reload(load func() (Config, error)) error {
 	defer func() { _ = d.opts.Notifier.Ready(d.summary()) }()
 	cfg, err := load()
 	if err == nil {
-		d.mu.Lock()
-		old := d.cfg
-		d.mu.Unlock()
+		old := d.node.Config()
 		if cfg.StateDir != old.StateDir {
 			err = fmt.Errorf("state_dir: %s differs from the running %s; changing it needs a restart", cfg.StateDir, old.StateDir)
 		} else if cfg.Listen.Metrics != old.Listen.Metrics {
@@ -167,7 +150,7 @@ func (d *Daemon) Reload(load func() (Config, error)) error {
 		}
 	}
 	if err == nil {
-		err = d.setConfig(cfg)
+		err = d.node.SetConfig(cfg)
 	}
 	if err != nil {
 		d.metrics.ReloadSuccess.Set(0)
@@ -210,6 +193,9 @@ func (d *Daemon) Ready() bool { return d.ready.Load() }
 // Handler serves /metrics, /healthz, /readyz and /v1/status.
 func (d *Daemon) Handler() http.Handler {
 	mux := http.NewServeMux()
+	for pattern, h := range d.routes {
+		mux.Handle(pattern, h)
+	}
 	mux.Handle("/metrics", d.metricsHandler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Healthy(), "loop stuck") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Ready(), "first reconcile not done") })
@@ -278,6 +264,10 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 	if every := d.opts.Notifier.WatchdogInterval(); every > 0 {
 		go d.watchdog(ctx, every)
 	}
+	var changed <-chan struct{}
+	if d.opts.Source != nil {
+		changed = d.opts.Source.Changed()
+	}
 	resync := time.NewTicker(d.opts.Resync)
 	defer resync.Stop()
 	alive := time.NewTicker(time.Second)
@@ -291,10 +281,10 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 			return nil
 		case <-alive.C:
 		case <-resync.C:
-			d.mu.Lock()
-			d.stale = true
-			d.mu.Unlock()
+			d.node.MarkStale()
 			d.runReconcile()
+		case <-changed:
+			_ = d.Reload(d.opts.Source.Load)
 		case <-d.trigger:
 			// Debounce: let the rest of a burst arrive, then reconcile once.
 			t := time.NewTimer(d.opts.Debounce)
@@ -414,118 +404,29 @@ func (d *Daemon) reconcile() error {
 }
 
 func (d *Daemon) reconcileOnce() error {
-	d.mu.Lock()
-	cfg, fs, link, stale := d.cfg, d.fs, d.link, d.stale
-	inv, desired := d.inv, d.desired
-	d.mu.Unlock()
-
-	if stale || inv == nil {
-		opts := InventoryOptions{Node: cfg.Node.Name, FS: fs, Pins: cfg.Pins(), NetdevExists: d.netdevExists}
-		if fs.IsHost() && d.opts.NVML != nil {
-			opts.NVML = d.opts.NVML()
-		}
-		newInv, err := DiscoverInventory(opts)
-		var newDesired []nic.RailLink
-		if err == nil {
-			newDesired, _, err = DesiredLinks(cfg, newInv)
-		}
-		if err != nil {
-			if inv == nil {
-				return fmt.Errorf("inventory: %w", err)
-			}
-			// A pinned NIC vanished, say: keep reconciling every other rail
-			// on the last good inventory; the vanished one shows up as a
-			// conflict, and the error in the status.
-			d.log.Error("inventory failed; keeping the previous one until the next resync", "err", err)
-			d.mu.Lock()
-			d.stale = false
-			d.mu.Unlock()
-		} else {
-			inv, desired = newInv, newDesired
-			d.mu.Lock()
-			d.inv, d.desired, d.stale = inv, desired, false
-			d.mu.Unlock()
-		}
-	}
-
-	d.setRailAddrs(desired)
-	res, err := link.Reconcile(desired)
+	a, err := d.node.Apply()
 	if err != nil {
 		return err
 	}
-	for kind, n := range res.Drift {
+	d.setRailAddrs(a.Desired)
+	for kind, n := range a.Link.Drift {
 		d.metrics.Drift.WithLabelValues(string(kind)).Add(float64(n))
 		d.log.Info("drift repaired", "kind", string(kind), "count", n)
 	}
-	var qosAfter *qos.Plan
-	profile, _ := cfg.QoSProfile()
-	if !profile.Empty() {
-		eng := &qos.Engine{Files: fs, DCB: d.dcb, DCBErr: d.dcbErr}
-		plan := eng.Plan(profile, QoSTargets(inv))
-		results := eng.Apply(plan)
-		after := remaining(plan, results)
-		qosAfter = &after
-	}
-	linkRes := map[int]*nic.RailResult{}
-	for i := range res.Rails {
-		linkRes[res.Rails[i].Rail] = &res.Rails[i]
-	}
-	desiredOf := map[int]*nic.RailLink{}
-	for i := range desired {
-		desiredOf[desired[i].Rail] = &desired[i]
-	}
-	type netdevRead struct {
-		st  nic.NetdevState
-		err error
-	}
-	netdevs := map[string]netdevRead{}
-	for _, r := range inv.Rails {
-		st, err := d.netdevState(r.Netdev)
-		netdevs[r.Netdev] = netdevRead{st, err}
-	}
-	now := time.Now()
-	st := &NodeStatus{Node: inv.Node, Version: d.opts.Version, Inventory: inv, LastReconcile: now}
+	st := d.node.Observe(a, d.opts.Version)
 	d.mu.Lock()
-	for _, r := range inv.Rails {
-		nd, nerr := netdevs[r.Netdev].st, netdevs[r.Netdev].err
-		rs, conds := railConditions(inv, r, desiredOf[r.Rail], linkRes[r.Rail], profile, qosAfter, fs, nd, nerr)
-		for _, rc := range cfg.Rails {
-			if rc.Rail != nil && *rc.Rail == r.Rail {
-				rs.Tenant = rc.Tenant
-			}
-		}
-		set := d.conds[fmt.Sprint(r.Rail)]
-		if set == nil {
-			set = conditionSet{}
-			d.conds[fmt.Sprint(r.Rail)] = set
-		}
-		for _, c := range conds {
-			rs.Conditions = append(rs.Conditions, set.set(c.Type, now, c))
-		}
-		st.Rails = append(st.Rails, rs)
-	}
-	nodeSet := d.conds["node"]
-	if nodeSet == nil {
-		nodeSet = conditionSet{}
-		d.conds["node"] = nodeSet
-	}
-	for _, c := range nodeConditions(inv, fs) {
-		st.Conditions = append(st.Conditions, nodeSet.set(c.Type, now, c))
-	}
-	if !res.Converged() {
-		st.LastError = res.Err().Error()
-	}
 	d.status = st
 	d.mu.Unlock()
 
+	cfg := d.node.Config()
 	if err := d.handOff(cfg, st); err != nil {
 		d.log.Warn("nccl hand-off", "err", err)
 	}
-	if err := saveDesired(cfg.StateDir, desired); err != nil {
+	if err := saveDesired(cfg.StateDir, a.Desired); err != nil {
 		d.log.Warn("persist desired state", "err", err)
 	}
-	if !res.Converged() {
-		return res.Err()
+	if !a.Link.Converged() {
+		return a.Link.Err()
 	}
 	return nil
 }
@@ -548,32 +449,6 @@ func (d *Daemon) setRailAddrs(desired []nic.RailLink) {
 		}
 	}
 	d.railAddrs.Store(&m)
-}
-
-// currentFS is the sysfs tree of the running config.
-func (d *Daemon) currentFS() *nic.FS {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.fs
-}
-
-// netdevExists looks a netdev up in the rails' namespace.
-func (d *Daemon) netdevExists(name string) bool { return d.host.LinkExists(name) }
-
-// netdevState is a netdev's state from netlink in the rails' namespace
-// (sysfs shows the namespace sysfs was mounted in), with the speed from
-// sysfs where it has the netdev.
-func (d *Daemon) netdevState(name string) (nic.NetdevState, error) {
-	st := nic.NetdevState{SpeedMbs: -1}
-	ls, err := d.host.LinkState(name)
-	if err != nil {
-		return st, err
-	}
-	st.Up, st.MTU = ls.Up, ls.MTU
-	if s, err := d.currentFS().ReadNetdev(name); err == nil {
-		st.SpeedMbs = s.SpeedMbs
-	}
-	return st, nil
 }
 
 // remaining is the QoS plan after apply: what did not get applied.

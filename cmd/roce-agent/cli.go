@@ -14,12 +14,10 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/pflag"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/roce-agent/roce-agent/agent"
 	"github.com/roce-agent/roce-agent/nic"
-	"github.com/roce-agent/roce-agent/qos"
 )
 
 // Exit codes.
@@ -174,32 +172,8 @@ func newLogger(w io.Writer, c agent.LogConfig) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-// inventory reads the node inventory. netdevExists looks pinned netdevs up
-// in the rails' namespace (netlink) for the commands that change links;
-// nil reads the tree's /class/net (a fixture tree is read alone) or, on the
-// live host, asks netlink too.
-func inventory(env *cliEnv, netdevExists func(string) bool) (*agent.Inventory, error) {
-	sysfs, err := nic.NewFS(env.cfg.SysfsRoot)
-	if err != nil {
-		return nil, err
-	}
-	opts := agent.InventoryOptions{Node: env.cfg.Node.Name, FS: sysfs, Pins: env.cfg.Pins(), NetdevExists: netdevExists}
-	if sysfs.IsHost() {
-		// The live host: ask NVML, and name the node after the host. A tree
-		// is read alone: no NVML, no host files.
-		opts.NVML = env.nvml()
-		if opts.Node == "" {
-			opts.Node, _ = os.Hostname()
-		}
-		if opts.NetdevExists == nil {
-			opts.NetdevExists = func(name string) bool { _, err := netlink.LinkByName(name); return err == nil }
-		}
-	}
-	return agent.DiscoverInventory(opts)
-}
-
 func runInventory(env *cliEnv) error {
-	inv, err := inventory(env, nil)
+	inv, err := agent.ReadInventory(env.cfg, env.nvml)
 	if err != nil {
 		return err
 	}
@@ -229,76 +203,23 @@ func runVersion(env *cliEnv) error {
 	return nil
 }
 
-// engines reads the inventory, derives the desired rail links and opens
-// the link engine and, when the config has a qos section, the QoS engine
-// on this process's network namespace.
-type engines struct {
-	link      *nic.LinkEngine
-	desired   []nic.RailLink
-	unmanaged []string
-	qos       *qos.Engine
-	profile   qos.Profile
-	targets   []qos.Target
-	close     func()
-}
-
-func openEngines(env *cliEnv) (*engines, error) {
-	host, err := nic.OpenHost(netns.None())
-	if err != nil {
-		return nil, err
-	}
-	// Pinned netdevs exist when netlink says so, in every command.
-	inv, err := inventory(env, host.LinkExists)
-	if err != nil {
-		host.Close()
-		return nil, err
-	}
-	desired, unmanaged, err := agent.DesiredLinks(env.cfg, inv)
-	if err != nil {
-		host.Close()
-		return nil, err
-	}
-	e := &engines{
-		link:      &nic.LinkEngine{Host: host, StateDir: env.cfg.StateDir, Range: env.cfg.LinkRange()},
-		desired:   desired,
-		unmanaged: unmanaged,
-		close:     host.Close,
-	}
-	profile, _ := env.cfg.QoSProfile()
-	if !profile.Empty() {
-		fs, err := nic.NewFS(inv.SysfsRoot)
-		if err != nil {
-			host.Close()
-			return nil, err
-		}
-		e.qos = &qos.Engine{Files: fs}
-		if sock, err := qos.OpenSocket(); err != nil {
-			e.qos.DCBErr = err
-		} else {
-			e.qos.DCB = qos.NewDCB(sock)
-			e.close = func() { sock.Close(); host.Close() }
-		}
-		e.profile, e.targets = profile, agent.QoSTargets(inv)
-	}
+// openNode opens the pipeline on this process's network namespace.
+func openNode(env *cliEnv) (*agent.Node, error) {
 	for _, w := range env.cfg.QoSWarnings() {
 		env.log.Warn("qos profile", "warning", w)
 	}
-	return e, nil
+	return agent.OpenNode(agent.NodeOptions{Config: env.cfg, Netns: netns.None(), NVML: env.nvml, Log: env.log})
 }
 
 func runPlan(env *cliEnv) error {
-	e, err := openEngines(env)
+	node, err := openNode(env)
 	if err != nil {
 		return err
 	}
-	defer e.close()
-	plan, err := e.link.Plan(e.desired)
+	defer node.Close()
+	report, err := node.Plan()
 	if err != nil {
 		return err
-	}
-	report := agent.NewPlanReport(e.desired, plan, e.unmanaged)
-	if e.qos != nil {
-		report.AddQoS(e.qos.Plan(e.profile, e.targets))
 	}
 	return report.Write(env.stdout, env.output)
 }
@@ -316,20 +237,16 @@ func runApply(env *cliEnv) error {
 		return err
 	}
 	defer lock.Unlock()
-	e, err := openEngines(env)
+	node, err := openNode(env)
 	if err != nil {
 		return err
 	}
-	defer e.close()
-	res, err := e.link.Reconcile(e.desired)
+	defer node.Close()
+	applied, err := node.Apply()
 	if err != nil {
 		return err
 	}
-	report := agent.NewApplyReport(res, e.unmanaged)
-	if e.qos != nil {
-		plan := e.qos.Plan(e.profile, e.targets)
-		report.AddQoS(plan, e.qos.Apply(plan))
-	}
+	report := applied.Report()
 	for _, rr := range report.Rails {
 		env.log.Info("rail applied", "rail", rr.Rail, "netdev", rr.Netdev, "converged", rr.Converged, "changes", len(rr.Applied))
 	}
@@ -337,7 +254,7 @@ func runApply(env *cliEnv) error {
 		return err
 	}
 	if !report.Converged {
-		if err := res.Err(); err != nil {
+		if err := applied.Link.Err(); err != nil {
 			return err
 		}
 		return errors.New("not every rail converged (see above)")
@@ -355,13 +272,12 @@ func runTeardown(env *cliEnv) error {
 		return err
 	}
 	defer lock.Unlock()
-	host, err := nic.OpenHost(netns.None())
+	node, err := openNode(env)
 	if err != nil {
 		return err
 	}
-	defer host.Close()
-	eng := &nic.LinkEngine{Host: host, StateDir: env.cfg.StateDir, Range: env.cfg.LinkRange()}
-	res, err := eng.Teardown(dryRun)
+	defer node.Close()
+	res, err := node.Teardown(dryRun)
 	if err != nil {
 		return err
 	}
@@ -378,18 +294,23 @@ func runTeardown(env *cliEnv) error {
 	return nil
 }
 
+// fileSource is the daemon's configuration source: the config file (and
+// env and flags), read again on SIGHUP.
+type fileSource struct{ flags *pflag.FlagSet }
+
+func (f fileSource) Load() (agent.Config, error) { return loadConfig(f.flags, true) }
+func (fileSource) Changed() <-chan struct{}      { return nil }
+
 func runDaemon(env *cliEnv) error {
 	cfg := env.cfg
-	if cfg.Node.Name == "" && cfg.SysfsRoot == nic.DefaultRoot {
-		cfg.Node.Name, _ = os.Hostname()
-	}
 	lock, err := lockState(env, "run")
 	if err != nil {
 		return err
 	}
 	defer lock.Unlock()
+	source := fileSource{env.flags}
 	d, err := agent.NewDaemon(agent.DaemonOptions{
-		Config: cfg, Version: versionInfo()["version"], Log: env.log, NVML: env.nvml,
+		Config: cfg, Version: versionInfo()["version"], Log: env.log, NVML: env.nvml, Source: source,
 		Netns: netns.None(), Debounce: cfg.Reconcile.Debounce, Resync: cfg.Reconcile.ResyncInterval,
 	})
 	if err != nil {
@@ -403,13 +324,7 @@ func runDaemon(env *cliEnv) error {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			_ = d.Reload(func() (agent.Config, error) {
-				next, err := loadConfig(env.flags, true)
-				if err == nil && next.Node.Name == "" && next.SysfsRoot == nic.DefaultRoot {
-					next.Node.Name, _ = os.Hostname()
-				}
-				return next, err
-			})
+			_ = d.Reload(source.Load)
 		}
 	}()
 	return d.Run(ctx, cfg.Listen.Metrics)

@@ -139,12 +139,11 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 		return def, fmt.Errorf("config %s: %w", path, err)
 	}
 	if data != nil {
-		// Unknown keys are found on the parsed document before viper sees
-		// it: viper's AllSettings is quadratic in the number of keys.
-		var doc map[string]any
-		if len(bytes.TrimSpace(data)) == 0 {
-			doc = nil
-		} else if err := yaml.Unmarshal(data, &doc); err != nil {
+		// Unknown keys and the document's size are checked on the parse
+		// tree before anything decodes it: yaml.v3's decoding of a mapping
+		// and viper's AllSettings are both quadratic in the number of keys.
+		doc, err := parseDocument(data)
+		if err != nil {
 			return def, fmt.Errorf("config %s: %w", path, err)
 		}
 		if len(doc) == 0 {
@@ -155,6 +154,9 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 				unknown = append(unknown[:8], fmt.Sprintf("and %d more", len(unknown)-8))
 			}
 			return def, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(unknown, ", "))
+		}
+		if rails, ok := doc["rails"].([]any); ok && len(rails) > maxRails {
+			return def, fmt.Errorf("config %s: rails: %d entries; at most %d (rails 0-%d)", path, len(rails), maxRails, maxRails-1)
 		}
 		v.SetConfigType("yaml")
 		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
@@ -189,6 +191,80 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// maxRails is how many rails a config may list: rail numbers are 0-255.
+const maxRails = 256
+
+// maxNodes bounds the YAML nodes of a config (a 256-rail config has a few
+// thousand), and with them the work an alias-heavy document can cause.
+const maxNodes = 100000
+
+// parseDocument parses a YAML document into plain maps, lists and scalar
+// strings for the key checks, in time linear in its size: it walks the
+// parse tree itself (yaml.v3's map decoding checks duplicate keys in
+// quadratic time), counts every node it visits, aliases included, and
+// refuses a document of more than maxNodes. An empty or comments-only
+// document gives nil.
+func parseDocument(data []byte) (map[string]any, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, err
+	}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		return nil, nil
+	}
+	top := root.Content[0]
+	if top.Kind == yaml.ScalarNode && top.Tag == "!!null" {
+		return nil, nil
+	}
+	if top.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("the document is not a mapping of keys to values")
+	}
+	budget := maxNodes
+	var conv func(n *yaml.Node, depth int) (any, error)
+	conv = func(n *yaml.Node, depth int) (any, error) {
+		budget--
+		if budget < 0 {
+			return nil, fmt.Errorf("more than %d YAML nodes (aliases counted as expanded)", maxNodes)
+		}
+		if depth > 32 {
+			return nil, fmt.Errorf("nested more than 32 levels deep")
+		}
+		switch n.Kind {
+		case yaml.AliasNode:
+			return conv(n.Alias, depth+1)
+		case yaml.MappingNode:
+			m := make(map[string]any, len(n.Content)/2)
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				v, err := conv(n.Content[i+1], depth+1)
+				if err != nil {
+					return nil, err
+				}
+				m[n.Content[i].Value] = v
+			}
+			return m, nil
+		case yaml.SequenceNode:
+			l := make([]any, 0, len(n.Content))
+			for _, c := range n.Content {
+				v, err := conv(c, depth+1)
+				if err != nil {
+					return nil, err
+				}
+				l = append(l, v)
+			}
+			return l, nil
+		}
+		return n.Value, nil
+	}
+	doc, err := conv(top, 0)
+	if err != nil {
+		return nil, err
+	}
+	return doc.(map[string]any), nil
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))

@@ -120,6 +120,10 @@ func TestBadDesiredStateChangesNothing(t *testing.T) {
 		{"vanished", vanished, []string{"no such file or directory"}},
 		{"10 MB of unknown keys", write("huge.yaml", unknownKeys(10<<20)), []string{"is larger than 1024 KiB"}},
 		{"1 MB of unknown keys", write("big.yaml", unknownKeys(1<<20-100)), []string{"unknown keys: key0000000, key0000001", "and "}},
+		{"an alias bomb", write("bomb.yaml", aliasBomb()), []string{"more than 100000 YAML nodes"}},
+		{"5000 rails", write("many-rails.yaml", manyRails(5000)), []string{"rails: 5000 entries; at most 256"}},
+		{"nested 100 deep", write("deep.yaml", "node: "+strings.Repeat("[", 100)+strings.Repeat("]", 100)+"\n"), []string{"nested more than 32 levels deep"}},
+		{"duplicate keys", write("dup.yaml", lab8("")+"state_dir: /tmp/elsewhere\n"), []string{`mapping key "state_dir" already defined`}},
 		{"fractional MTU", write("mtu-frac.yaml", lab8("  mtu: 9000.5\n")), []string{"link.mtu", "9000.5 is not an integer"}},
 		{"boolean MTU", write("mtu-bool.yaml", lab8("  mtu: true\n")), []string{"link.mtu", "true is not an integer"}},
 		{"20-digit MTU", write("mtu-huge.yaml", lab8("  mtu: 99999999999999999999\n")), []string{"link.mtu", "is out of range"}},
@@ -170,6 +174,25 @@ func TestBadDesiredStateChangesNothing(t *testing.T) {
 	if after := lab.Host.Snapshot(t); after != before {
 		t.Errorf("the host changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
+}
+
+// aliasBomb is the "billion laughs" document: ten levels of ten aliases.
+func aliasBomb() string {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i < 10; i++ {
+		fmt.Fprintf(&b, "a%d: &a%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*a%d, ", i-1), 10), ", "))
+	}
+	return b.String()
+}
+
+func manyRails(n int) string {
+	var b strings.Builder
+	b.WriteString("rails:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - {rail: %d, ipv4: 10.%d.%d.1/31}\n", i%256, i/256, i%256)
+	}
+	return b.String()
 }
 
 func clipOut(s string) string {
