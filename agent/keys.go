@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -19,14 +20,7 @@ func UnknownKeys(doc map[string]any) []string {
 
 func walkKeys(t reflect.Type, doc map[string]any, prefix string, out *[]string) {
 	fields := map[string]reflect.Type{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
-		if tag == "" || tag == "-" {
-			continue
-		}
-		fields[tag] = f.Type
-	}
+	keyFields(t, fields)
 	for key, val := range doc {
 		name := prefix + key
 		ft, ok := fields[strings.ToLower(key)]
@@ -54,6 +48,30 @@ func walkKeys(t reflect.Type, doc map[string]any, prefix string, out *[]string) 
 	}
 }
 
+// keyFields collects the keys of struct t and their types, those of
+// squashed embedded structs (v1.NodeConfig in Config) at the same level.
+func keyFields(t reflect.Type, fields map[string]reflect.Type) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if squashed(f) {
+			keyFields(f.Type, fields)
+			continue
+		}
+		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields[tag] = f.Type
+	}
+}
+
+// squashed reports an embedded struct whose fields mapstructure decodes at
+// the level of its parent (`mapstructure:",squash"`).
+func squashed(f reflect.StructField) bool {
+	name, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+	return f.Anonymous && f.Type.Kind() == reflect.Struct && name == "" && slices.Contains(strings.Split(opts, ","), "squash")
+}
+
 // SettingKeys lists every key of Config that holds a scalar or a list of
 // scalars ("link.mtu", "node.index", "link.routes"), with its default
 // value (nil when the default is unset). Commands register them so that
@@ -68,6 +86,10 @@ func flattenKeys(v reflect.Value, prefix string, out map[string]any) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
+		if squashed(f) {
+			flattenKeys(v.Field(i), prefix, out)
+			continue
+		}
 		tag, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
 		if tag == "" || tag == "-" {
 			continue

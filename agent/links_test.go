@@ -114,7 +114,7 @@ func TestDesiredLinks(t *testing.T) {
 
 func TestSettingKeys(t *testing.T) {
 	keys := SettingKeys()
-	for _, k := range []string{"node.name", "node.index", "sysfs_root", "state_dir", "log.level", "link.mtu", "link.ipv6_slaac", "link.routes", "link.routing.table_base", "link.routing.rule_priority_base", "addressing.ipv4_pools"} {
+	for _, k := range []string{"generation", "node.name", "node.index", "sysfs_root", "state_dir", "log.level", "link.mtu", "link.ipv6_slaac", "link.routes", "link.routing.table_base", "link.routing.rule_priority_base", "addressing.ipv4_pools"} {
 		if _, ok := keys[k]; !ok {
 			t.Errorf("SettingKeys lacks %s", k)
 		}
@@ -122,7 +122,66 @@ func TestSettingKeys(t *testing.T) {
 	if _, ok := keys["rails"]; ok {
 		t.Error("rails is a list of objects, not a setting")
 	}
-	if keys["link.mtu"] != 9000 {
+	if _, ok := keys["NodeConfig"]; ok {
+		t.Error("the squashed NodeConfig is not a key")
+	}
+	if keys["link.mtu"] != 9000 || keys["generation"] != int64(0) || keys["node.index"] != nil {
 		t.Errorf("link.mtu default = %v", keys["link.mtu"])
+	}
+}
+
+// Config squashes v1.NodeConfig: its keys stay at the top level of the
+// file, unknown ones are named as before, and generation is a key.
+func TestConfigUnknownKeys(t *testing.T) {
+	doc := map[string]any{
+		"generation": 3,
+		"node":       map[string]any{"name": "x", "colour": "red", "index": 1},
+		"sysfs_rot":  "/sys",
+		"link":       map[string]any{"mtu": 9000, "routing": map[string]any{"table_base": 1000, "tabel": 1}},
+		"rails":      []any{map[string]any{"rail": 0, "netdev": "eth0", "ipv5": "10.0.0.1/31", "tenant": map[string]any{"id": "a", "vnii": 1}}},
+		"qos":        map[string]any{"trust": "dscp", "ets": map[string]any{"bw": []any{}, "tc": 1}, "dcqcn": map[string]any{"np": map[string]any{"cnp_dscp": 48}}},
+		"log":        map[string]any{"level": "info", "colour": "blue"},
+		"NodeConfig": map[string]any{},
+	}
+	got := strings.Join(UnknownKeys(doc), ", ")
+	want := "NodeConfig, link.routing.tabel, log.colour, node.colour, qos.ets.tc, rails[0].ipv5, rails[0].tenant.vnii, sysfs_rot"
+	if got != want {
+		t.Errorf("UnknownKeys = %s\nwant %s", got, want)
+	}
+}
+
+func TestConfigPromotesNodeConfig(t *testing.T) {
+	c := validConfig()
+	c.Generation = -1
+	c.Log.Level = "loud"
+	c.Node.Index = intp(-2)
+	c.Rails[0].Rail = nil
+	c.QoS.Trust = "cos"
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	// the agent's settings first, then the desired state in field order
+	want := `log.level: "loud" is not one of debug, info, warn, error
+generation: -1 is negative
+node.index: -2 is negative
+rails[0].rail: required
+qos.trust: "cos" is not one of dscp, pcp`
+	if err.Error() != want {
+		t.Errorf("Validate() =\n%v\nwant\n%s", err, want)
+	}
+	if got := (Config{}).NoDesiredState(); got != "it has no rails (rails[] is empty or absent) and no qos section" {
+		t.Errorf("NoDesiredState = %q", got)
+	}
+	c = validConfig()
+	tos := 40
+	c.QoS = QoSConfig{PFCPriorities: []int{3}, DSCPToPriority: map[int]int{26: 3}, RoCETos: &tos}
+	if w := c.QoSWarnings(); len(w) != 1 || w[0] != "qos.roce_tos: ToS 40 is DSCP 10, which dscp_to_priority does not map" {
+		t.Errorf("QoSWarnings = %q", w)
+	}
+	c.QoS.ETS = &ETSConfig{PrioTC: []int{0}, TSA: make([]string, 8), BW: make([]int, 8)}
+	p, errs := c.QoSProfile()
+	if p.ETS != nil || len(errs) != 1 || errs[0].Error() != "qos.ets: prio_tc, tsa and bw need 8 entries each (got 1, 8, 8)" {
+		t.Errorf("QoSProfile = %+v, %v", p, errs)
 	}
 }

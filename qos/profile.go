@@ -1,9 +1,9 @@
 package qos
 
 import (
-	"fmt"
 	"sort"
-	"strings"
+
+	v1 "github.com/roce-agent/roce-agent/api/v1"
 )
 
 // Profile is the desired QoS of every rail NIC (config `qos:`). Zero
@@ -52,154 +52,49 @@ type DCQCNProfile struct {
 	Enabled    *bool
 	Priorities []int
 	// NP and RP are notification and reaction point parameters by name
-	// (DCQCNParams lists them).
+	// (v1.DCQCNParams lists them).
 	NP map[string]int64
 	RP map[string]int64
 }
 
-// paramRange is a parameter's documented range.
-type paramRange struct{ min, max int64 }
-
+// u32max masks the u32 values debugfs prints signed.
 const u32max = 1<<32 - 1
 
-// DCQCNParams are the generic DCQCN parameter names and their ranges
-// (NVIDIA's DCQCN parameter table; units: µs, bytes, Mb/s, 1/1024).
-var DCQCNParams = map[string]map[string]paramRange{
-	"np": {
-		"cnp_dscp":              {0, 63},
-		"cnp_prio":              {0, 7},
-		"min_time_between_cnps": {0, u32max},
-	},
-	"rp": {
-		"clamp_tgt_rate":             {0, 1},
-		"clamp_tgt_rate_ati":         {0, 1},
-		"time_reset":                 {0, u32max},
-		"byte_reset":                 {0, u32max},
-		"threshold":                  {1, 31},
-		"ai_rate":                    {1, u32max},
-		"hai_rate":                   {1, u32max},
-		"min_dec_fac":                {1, 100},
-		"min_rate":                   {0, u32max},
-		"max_rate":                   {0, u32max},
-		"rate_to_set_on_first_cnp":   {0, u32max},
-		"dce_tcp_g":                  {0, 1023},
-		"dce_tcp_rtt":                {1, 131071},
-		"rate_reduce_monitor_period": {0, u32max},
-		"initial_alpha_value":        {0, 1023},
-		"gd":                         {0, 15},
-	},
+// FromConfig converts the config's qos section (api/v1) into the engine's
+// profile. An ETS section whose lists are not 8 long is left out
+// (QoSConfig.Check reports it).
+func FromConfig(q v1.QoSConfig) Profile {
+	p := Profile{Trust: q.Trust, PFC: q.PFCPriorities, DSCPToPriority: q.DSCPToPriority, DCBX: q.DCBX, RoCETos: q.RoCETos, RoCEMode: q.RoCEMode}
+	if e := q.ETS; e != nil && len(e.PrioTC) == 8 && len(e.TSA) == 8 && len(e.BW) == 8 {
+		var ets ETSProfile
+		copy(ets.PrioTC[:], e.PrioTC)
+		copy(ets.TSA[:], e.TSA)
+		copy(ets.BW[:], e.BW)
+		p.ETS = &ets
+	}
+	if d := q.DCQCN; d != nil {
+		p.DCQCN = &DCQCNProfile{Enabled: d.Enabled, Priorities: d.Priorities, NP: d.NP, RP: d.RP}
+	}
+	return p
+}
+
+// Config is the profile as the config's qos section (api/v1).
+func (p Profile) Config() v1.QoSConfig {
+	q := v1.QoSConfig{Trust: p.Trust, PFCPriorities: p.PFC, DSCPToPriority: p.DSCPToPriority, DCBX: p.DCBX, RoCETos: p.RoCETos, RoCEMode: p.RoCEMode}
+	if e := p.ETS; e != nil {
+		q.ETS = &v1.ETSConfig{PrioTC: e.PrioTC[:], TSA: e.TSA[:], BW: e.BW[:]}
+	}
+	if d := p.DCQCN; d != nil {
+		q.DCQCN = &v1.DCQCNConfig{Enabled: d.Enabled, Priorities: d.Priorities, NP: d.NP, RP: d.RP}
+	}
+	return q
 }
 
 // Validate reports every invalid field of the profile (named under
 // prefix, "qos") and, separately, warnings for settings that are legal but
-// will not give a lossless RoCE class.
+// will not give a lossless RoCE class (v1.QoSConfig.Check).
 func (p Profile) Validate(prefix string) (warnings []string, errs []error) {
-	fail := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, field, fmt.Sprintf(format, args...)))
-	}
-	switch p.Trust {
-	case "", "dscp", "pcp":
-	default:
-		fail("trust", "%q is not one of dscp, pcp", p.Trust)
-	}
-	switch p.DCBX {
-	case "", "host":
-	default:
-		fail("dcbx", "%q is not host (the agent configures QoS from the host)", p.DCBX)
-	}
-	seen := map[int]bool{}
-	for i, prio := range p.PFC {
-		if prio < 0 || prio > 7 {
-			fail(fmt.Sprintf("pfc_priorities[%d]", i), "priority %d is outside 0-7", prio)
-		}
-		if seen[prio] {
-			fail(fmt.Sprintf("pfc_priorities[%d]", i), "priority %d is listed twice", prio)
-		}
-		seen[prio] = true
-	}
-	for _, d := range sortedKeys(p.DSCPToPriority) {
-		prio := p.DSCPToPriority[d]
-		if d < 0 || d > 63 {
-			fail(fmt.Sprintf("dscp_to_priority[%d]", d), "DSCP %d is outside 0-63", d)
-		}
-		if prio < 0 || prio > 7 {
-			fail(fmt.Sprintf("dscp_to_priority[%d]", d), "priority %d is outside 0-7", prio)
-		}
-	}
-	if p.Trust == "dscp" && len(p.DSCPToPriority) == 0 {
-		fail("dscp_to_priority", "trust dscp needs at least one DSCP mapped")
-	}
-	mapped := map[int]bool{}
-	for _, prio := range p.DSCPToPriority {
-		mapped[prio] = true
-	}
-	for _, prio := range p.PFC {
-		if !mapped[prio] && len(p.DSCPToPriority) > 0 {
-			warnings = append(warnings, fmt.Sprintf("%s.pfc_priorities: priority %d has PFC but no DSCP maps to it", prefix, prio))
-		}
-	}
-	if p.RoCETos != nil {
-		tos := *p.RoCETos
-		if tos < 0 || tos > 255 {
-			fail("roce_tos", "%d is outside 0-255 (a ToS byte: DSCP<<2 | ECN)", tos)
-		} else {
-			dscp := tos >> 2
-			prio, ok := p.DSCPToPriority[dscp]
-			switch {
-			case !ok:
-				warnings = append(warnings, fmt.Sprintf("%s.roce_tos: ToS %d is DSCP %d, which dscp_to_priority does not map", prefix, tos, dscp))
-			case !seen[prio] && p.PFC != nil:
-				warnings = append(warnings, fmt.Sprintf("%s.roce_tos: ToS %d is DSCP %d on priority %d, which has no PFC", prefix, tos, dscp, prio))
-			}
-		}
-	}
-	switch p.RoCEMode {
-	case "", "RoCE v2", "IB/RoCE v1":
-	default:
-		fail("roce_mode", "%q is not one of \"RoCE v2\", \"IB/RoCE v1\"", p.RoCEMode)
-	}
-	if e := p.ETS; e != nil {
-		total := 0
-		for tc := 0; tc < 8; tc++ {
-			if e.PrioTC[tc] < 0 || e.PrioTC[tc] > 7 {
-				fail(fmt.Sprintf("ets.prio_tc[%d]", tc), "TC %d is outside 0-7", e.PrioTC[tc])
-			}
-			switch e.TSA[tc] {
-			case "strict", "vendor":
-			case "ets":
-				total += e.BW[tc]
-			default:
-				fail(fmt.Sprintf("ets.tsa[%d]", tc), "%q is not one of strict, ets, vendor", e.TSA[tc])
-			}
-			if e.BW[tc] < 0 || e.BW[tc] > 100 {
-				fail(fmt.Sprintf("ets.bw[%d]", tc), "%d is outside 0-100", e.BW[tc])
-			}
-		}
-		if total != 0 && total != 100 {
-			fail("ets.bw", "the ets classes' shares add up to %d, not 100", total)
-		}
-	}
-	if d := p.DCQCN; d != nil {
-		for i, prio := range d.Priorities {
-			if prio < 0 || prio > 7 {
-				fail(fmt.Sprintf("dcqcn.priorities[%d]", i), "priority %d is outside 0-7", prio)
-			}
-		}
-		for _, point := range []string{"np", "rp"} {
-			params := d.params(point)
-			for _, name := range sortedKeys(params) {
-				r, ok := DCQCNParams[point][name]
-				if !ok {
-					fail(fmt.Sprintf("dcqcn.%s.%s", point, name), "unknown parameter (known: %s)", strings.Join(sortedKeys(DCQCNParams[point]), ", "))
-					continue
-				}
-				if v := params[name]; v < r.min || v > r.max {
-					fail(fmt.Sprintf("dcqcn.%s.%s", point, name), "%d is outside %d-%d", v, r.min, r.max)
-				}
-			}
-		}
-	}
-	return warnings, errs
+	return p.Config().Check(prefix)
 }
 
 // params returns the notification ("np") or reaction ("rp") point's
