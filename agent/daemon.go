@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"log/slog"
 	"net"
 	"net/http"
@@ -208,7 +209,7 @@ func (d *Daemon) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
+		_ = enc.Encode(st.Wire())
 	})
 	return mux
 }
@@ -476,11 +477,11 @@ func nodeConditions(inv *Inventory, fs *nic.FS) []Condition {
 	var out []Condition
 	switch {
 	case inv.NVML.Available:
-		out = append(out, Condition{Type: "NVMLReady", Status: StatusTrue, Reason: "Available", Message: "driver " + inv.NVML.DriverVersion})
+		out = append(out, Condition{Type: v1.ConditionNVMLReady, Status: StatusTrue, Reason: "Available", Message: "driver " + inv.NVML.DriverVersion})
 	case inv.NVML.Queried:
-		out = append(out, Condition{Type: "NVMLReady", Status: StatusFalse, Reason: "Unavailable", Message: inv.NVML.Error})
+		out = append(out, Condition{Type: v1.ConditionNVMLReady, Status: StatusFalse, Reason: "Unavailable", Message: inv.NVML.Error})
 	default:
-		out = append(out, Condition{Type: "NVMLReady", Status: StatusUnknown, Reason: "NotQueried"})
+		out = append(out, Condition{Type: v1.ConditionNVMLReady, Status: StatusUnknown, Reason: "NotQueried"})
 	}
 	peermem := false
 	for _, m := range []string{"nvidia_peermem", "nv_peer_mem"} {
@@ -490,11 +491,11 @@ func nodeConditions(inv *Inventory, fs *nic.FS) []Condition {
 	}
 	switch {
 	case len(inv.GPUs) == 0:
-		out = append(out, Condition{Type: "PeerMemReady", Status: StatusUnknown, Reason: "NoGPU"})
+		out = append(out, Condition{Type: v1.ConditionPeerMemReady, Status: StatusUnknown, Reason: "NoGPU"})
 	case peermem:
-		out = append(out, Condition{Type: "PeerMemReady", Status: StatusTrue, Reason: "ModuleLoaded"})
+		out = append(out, Condition{Type: v1.ConditionPeerMemReady, Status: StatusTrue, Reason: "ModuleLoaded"})
 	default:
-		out = append(out, Condition{Type: "PeerMemReady", Status: StatusFalse, Reason: "ModuleNotLoaded",
+		out = append(out, Condition{Type: v1.ConditionPeerMemReady, Status: StatusFalse, Reason: "ModuleNotLoaded",
 			Message: "nvidia_peermem is not loaded; GPUDirect RDMA needs it or DMA-BUF"})
 	}
 	return out

@@ -47,8 +47,8 @@ func TestDaemonConditionsOnFakeHost(t *testing.T) {
 				continue
 			}
 			for _, c := range r.Conditions {
-				if c.Type == typ {
-					return c.Status + "/" + c.Reason
+				if string(c.Type) == typ {
+					return string(c.Status) + "/" + c.Reason
 				}
 			}
 		}

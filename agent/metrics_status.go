@@ -1,6 +1,7 @@
 package agent
 
 import (
+	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +21,7 @@ func (statusPart) collect(ch chan<- prometheus.Metric, st *NodeStatus) []error {
 	for _, rs := range st.Rails {
 		rail := strconv.Itoa(rs.Rail)
 		for _, cond := range rs.Conditions {
-			gauge(ch, descCond, statusValue(cond.Status), rail, cond.Type)
+			gauge(ch, descCond, statusValue(cond.Status), rail, string(cond.Type))
 		}
 		if rs.GIDIndexIPv4 >= 0 && rs.RDMADevice != "" {
 			gauge(ch, descGID, float64(rs.GIDIndexIPv4), rail, rs.RDMADevice, "ipv4")
@@ -30,12 +31,12 @@ func (statusPart) collect(ch chan<- prometheus.Metric, st *NodeStatus) []error {
 		}
 	}
 	for _, cond := range st.Conditions {
-		gauge(ch, descCond, statusValue(cond.Status), "node", cond.Type)
+		gauge(ch, descCond, statusValue(cond.Status), "node", string(cond.Type))
 	}
 	return nil
 }
 
-func statusValue(s string) float64 {
+func statusValue(s v1.ConditionStatus) float64 {
 	switch s {
 	case StatusTrue:
 		return 1

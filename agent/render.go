@@ -9,8 +9,8 @@ import (
 	"github.com/roce-agent/roce-agent/gpu"
 )
 
-// WriteJSON writes the inventory as indented JSON.
-func (inv *Inventory) WriteJSON(w io.Writer) error { return WriteJSON(w, inv) }
+// WriteJSON writes the inventory as indented JSON: the v1 wire type.
+func (inv *Inventory) WriteJSON(w io.Writer) error { return WriteJSON(w, inv.Wire()) }
 
 var legend = map[gpu.Level]string{
 	gpu.LevelPIX:     "traverses at most a single PCIe switch",

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"net/netip"
 	"time"
 
@@ -10,35 +11,20 @@ import (
 	"github.com/roce-agent/roce-agent/qos"
 )
 
-// Condition statuses.
+// Condition statuses (api/v1).
 const (
-	StatusTrue        = "True"
-	StatusFalse       = "False"
-	StatusUnknown     = "Unknown"
-	StatusUnsupported = "Unsupported"
+	StatusTrue        = v1.StatusTrue
+	StatusFalse       = v1.StatusFalse
+	StatusUnknown     = v1.StatusUnknown
+	StatusUnsupported = v1.StatusUnsupported
 )
 
-// Condition is one fact about a rail or the node, as design.md lists them.
-type Condition struct {
-	Type    string    `json:"type"`
-	Status  string    `json:"status"`
-	Reason  string    `json:"reason"`
-	Message string    `json:"message,omitempty"`
-	Since   time.Time `json:"since"`
-}
+// Condition is one fact about a rail or the node, as design.md lists them:
+// the wire type itself.
+type Condition = v1.Condition
 
-// RailStatus is one rail's observed state.
-type RailStatus struct {
-	Rail         int           `json:"rail"`
-	Netdev       string        `json:"netdev"`
-	RDMADevice   string        `json:"rdma_device"`
-	Tenant       *TenantConfig `json:"tenant,omitempty"`
-	IPv4         string        `json:"ipv4,omitempty"`
-	IPv6         string        `json:"ipv6,omitempty"`
-	GIDIndexIPv4 int           `json:"gid_index_ipv4"`
-	GIDIndexIPv6 int           `json:"gid_index_ipv6"`
-	Conditions   []Condition   `json:"conditions"`
-}
+// RailStatus is one rail's observed state: the wire type itself.
+type RailStatus = v1.RailStatus
 
 // NodeStatus is what /v1/status serves (and, later, what the agent sends
 // to the controller).
@@ -54,10 +40,10 @@ type NodeStatus struct {
 }
 
 // conditionSet keeps transition times across reconciles.
-type conditionSet map[string]Condition
+type conditionSet map[v1.ConditionType]Condition
 
 // set records a condition, keeping Since when the status did not change.
-func (cs conditionSet) set(key string, now time.Time, c Condition) Condition {
+func (cs conditionSet) set(key v1.ConditionType, now time.Time, c Condition) Condition {
 	if old, ok := cs[key]; ok && old.Status == c.Status {
 		c.Since = old.Since
 	} else {
@@ -67,7 +53,7 @@ func (cs conditionSet) set(key string, now time.Time, c Condition) Condition {
 	return c
 }
 
-func cond(typ string, ok bool, reason, msg string) Condition {
+func cond(typ v1.ConditionType, ok bool, reason, msg string) Condition {
 	s := StatusFalse
 	if ok {
 		s = StatusTrue
@@ -82,12 +68,12 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic
 	rs := RailStatus{Rail: r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice, GIDIndexIPv4: -1, GIDIndexIPv6: -1}
 	var out []Condition
 	if netdevErr != nil {
-		out = append(out, Condition{Type: "LinkUp", Status: StatusUnknown, Reason: "ReadFailed", Message: netdevErr.Error()})
+		out = append(out, Condition{Type: v1.ConditionLinkUp, Status: StatusUnknown, Reason: "ReadFailed", Message: netdevErr.Error()})
 	} else {
-		out = append(out, cond("LinkUp", netdev.Up, map[bool]string{true: "OperUp", false: "OperDown"}[netdev.Up], ""))
+		out = append(out, cond(v1.ConditionLinkUp, netdev.Up, map[bool]string{true: "OperUp", false: "OperDown"}[netdev.Up], ""))
 	}
 	if desired == nil {
-		for _, t := range []string{"AddressesReady", "MTUReady", "RoutingReady", "GIDReady"} {
+		for _, t := range []v1.ConditionType{v1.ConditionAddressesReady, v1.ConditionMTUReady, v1.ConditionRoutingReady, v1.ConditionGIDReady} {
 			out = append(out, Condition{Type: t, Status: StatusUnknown, Reason: "NotManaged", Message: "no address configured for the rail"})
 		}
 	} else {
@@ -104,12 +90,12 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic
 		} else if link != nil && link.Err != nil {
 			reason, msg = "ApplyFailed", link.Err.Error()
 		}
-		out = append(out, cond("AddressesReady", converged, reason, msg))
-		out = append(out, cond("MTUReady", netdevErr == nil && netdev.MTU == desired.MTU, "MTU", fmt.Sprintf("mtu %d, want %d", netdev.MTU, desired.MTU)))
-		out = append(out, cond("RoutingReady", converged, reason, msg))
+		out = append(out, cond(v1.ConditionAddressesReady, converged, reason, msg))
+		out = append(out, cond(v1.ConditionMTUReady, netdevErr == nil && netdev.MTU == desired.MTU, "MTU", fmt.Sprintf("mtu %d, want %d", netdev.MTU, desired.MTU)))
+		out = append(out, cond(v1.ConditionRoutingReady, converged, reason, msg))
 		gidOK, gidMsg := true, ""
 		if r.RDMADevice == "" {
-			out = append(out, Condition{Type: "GIDReady", Status: StatusUnsupported, Reason: "NoRDMADevice"})
+			out = append(out, Condition{Type: v1.ConditionGIDReady, Status: StatusUnsupported, Reason: "NoRDMADevice"})
 		} else {
 			for _, a := range []struct {
 				p   netip.Prefix
@@ -125,21 +111,21 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic
 				}
 				*a.idx = i
 			}
-			out = append(out, cond("GIDReady", gidOK, map[bool]string{true: "RoCEv2GIDPresent", false: "GIDMissing"}[gidOK], gidMsg))
+			out = append(out, cond(v1.ConditionGIDReady, gidOK, map[bool]string{true: "RoCEv2GIDPresent", false: "GIDMissing"}[gidOK], gidMsg))
 		}
 	}
 	out = append(out, qosConditions(r, profile, qosPlan)...)
 	if n := inv.NIC(r.RDMADevice); n != nil && n.PCIe != nil {
 		ok := !n.PCIe.SpeedDegraded() && !n.PCIe.WidthDegraded()
-		out = append(out, cond("PCIeLinkOK", ok, map[bool]string{true: "AtCapability", false: "Degraded"}[ok], n.PCIe.String()))
+		out = append(out, cond(v1.ConditionPCIeLinkOK, ok, map[bool]string{true: "AtCapability", false: "Degraded"}[ok], n.PCIe.String()))
 	} else {
-		out = append(out, Condition{Type: "PCIeLinkOK", Status: StatusUnsupported, Reason: "NoPCIDevice"})
+		out = append(out, Condition{Type: v1.ConditionPCIeLinkOK, Status: StatusUnsupported, Reason: "NoPCIDevice"})
 	}
 	if len(r.GPUs) == 0 {
-		out = append(out, Condition{Type: "GPUAffinityOK", Status: StatusUnknown, Reason: "NoGPU"})
+		out = append(out, Condition{Type: v1.ConditionGPUAffinityOK, Status: StatusUnknown, Reason: "NoGPU"})
 	} else {
 		ok := r.Level <= gpu.LevelPXB
-		out = append(out, cond("GPUAffinityOK", ok, r.Level.String(), ""))
+		out = append(out, cond(v1.ConditionGPUAffinityOK, ok, r.Level.String(), ""))
 	}
 	return rs, out
 }
@@ -148,7 +134,7 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic
 // apply: no change left and no error means ready.
 func qosConditions(r gpu.Rail, p qos.Profile, plan *qos.Plan) []Condition {
 	dcqcnSet, qosSet := p.DCQCN != nil, p.HasDCBOrToS()
-	state := func(typ string, configured bool, groups ...qos.Group) Condition {
+	state := func(typ v1.ConditionType, configured bool, groups ...qos.Group) Condition {
 		if plan == nil || !configured {
 			return Condition{Type: typ, Status: StatusUnknown, Reason: "NotConfigured"}
 		}
@@ -177,5 +163,5 @@ func qosConditions(r gpu.Rail, p qos.Profile, plan *qos.Plan) []Condition {
 		}
 		return Condition{Type: typ, Status: StatusTrue, Reason: "Converged"}
 	}
-	return []Condition{state("QoSReady", qosSet, qos.GroupDCB, qos.GroupToS), state("DCQCNReady", dcqcnSet, qos.GroupDCQCN)}
+	return []Condition{state(v1.ConditionQoSReady, qosSet, qos.GroupDCB, qos.GroupToS), state(v1.ConditionDCQCNReady, dcqcnSet, qos.GroupDCQCN)}
 }

@@ -40,41 +40,10 @@ func (st *NodeStatus) Wire() *v1.NodeStatus {
 		Version:           st.Version,
 		AppliedGeneration: st.AppliedGeneration,
 		Inventory:         st.Inventory.Wire(),
-		Rails:             convert(st.Rails, RailStatus.Wire),
-		Conditions:        convert(st.Conditions, Condition.Wire),
+		Rails:             st.Rails,
+		Conditions:        st.Conditions,
 		LastReconcile:     st.LastReconcile,
 		LastError:         st.LastError,
-	}
-}
-
-// Wire returns the rail status as the v1 wire type.
-func (r RailStatus) Wire() v1.RailStatus {
-	var tenant *v1.TenantConfig
-	if r.Tenant != nil {
-		t := *r.Tenant
-		tenant = &t
-	}
-	return v1.RailStatus{
-		Rail:         r.Rail,
-		Netdev:       r.Netdev,
-		RDMADevice:   r.RDMADevice,
-		Tenant:       tenant,
-		IPv4:         r.IPv4,
-		IPv6:         r.IPv6,
-		GIDIndexIPv4: r.GIDIndexIPv4,
-		GIDIndexIPv6: r.GIDIndexIPv6,
-		Conditions:   convert(r.Conditions, Condition.Wire),
-	}
-}
-
-// Wire returns the condition as the v1 wire type.
-func (c Condition) Wire() v1.Condition {
-	return v1.Condition{
-		Type:    v1.ConditionType(c.Type),
-		Status:  v1.ConditionStatus(c.Status),
-		Reason:  c.Reason,
-		Message: c.Message,
-		Since:   c.Since,
 	}
 }
 
