@@ -47,6 +47,9 @@ type DaemonOptions struct {
 	// Source gives the configuration on reload and says when it changed;
 	// nil: reloads come only through Reload.
 	Source ConfigSource
+	// Lock is the state directory's lock the daemon holds; it is
+	// verified before every reconcile (nil: none, in tests).
+	Lock *StateLock
 }
 
 // ConfigSource gives the daemon its configuration: the file today (read
@@ -82,6 +85,7 @@ type Daemon struct {
 	trigger    chan struct{}
 	heartbeat  atomic.Int64 // unix nanoseconds of the loop's last sign of life
 	ready      atomic.Bool
+	lockLost   atomic.Bool
 	Reconciles atomic.Int64 // reconciles run, for tests
 }
 
@@ -281,6 +285,9 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 			d.log.Info("stopping")
 			return nil
 		case <-alive.C:
+			// A wiped state directory is noticed within a second, and
+			// the lock taken again before another process can take it.
+			d.checkLock()
 		case <-resync.C:
 			d.node.MarkStale()
 			d.runReconcile()
@@ -384,6 +391,21 @@ func (d *Daemon) subscribe(done <-chan struct{}) error {
 	return nil
 }
 
+// checkLock verifies the state directory's lock, logging when it is lost
+// to another process and when it is held again.
+func (d *Daemon) checkLock() {
+	err := d.opts.Lock.Verify()
+	lost := err != nil
+	if lost != d.lockLost.Load() {
+		d.lockLost.Store(lost)
+		if lost {
+			d.log.Error("state_dir lock lost; changing nothing until it is held again", "err", err)
+		} else {
+			d.log.Info("state_dir lock held again")
+		}
+	}
+}
+
 // Reconcile runs one reconcile now (tests and `apply`-like callers).
 func (d *Daemon) Reconcile() error { return d.reconcile() }
 
@@ -405,6 +427,11 @@ func (d *Daemon) reconcile() error {
 }
 
 func (d *Daemon) reconcileOnce() error {
+	// A state directory wiped under the daemon loses the lock's file:
+	// take it again, or change nothing while someone else holds it.
+	if err := d.opts.Lock.Verify(); err != nil {
+		return fmt.Errorf("not reconciling: %w", err)
+	}
 	a, err := d.node.Apply()
 	if err != nil {
 		return err

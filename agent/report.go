@@ -98,7 +98,12 @@ func (r *PlanReport) Write(w io.Writer, format string) error {
 	for _, rail := range r.Rails {
 		line(rail.Rail, rail.Netdev)
 	}
+	var cleanupConflicts []string
 	for _, c := range r.Conflicts {
+		if c.Rail < 0 {
+			cleanupConflicts = append(cleanupConflicts, c.Reason)
+			continue
+		}
 		l := line(c.Rail, c.Netdev)
 		l.conflicts = append(l.conflicts, c.Reason)
 	}
@@ -131,8 +136,11 @@ func (r *PlanReport) Write(w io.Writer, format string) error {
 			cleanup = append(cleanup, c.Command)
 		}
 	}
-	if len(cleanup) > 0 {
+	if len(cleanup)+len(cleanupConflicts) > 0 {
 		fmt.Fprintf(w, "owned objects no rail wants:\n")
+		for _, c := range cleanupConflicts {
+			fmt.Fprintf(w, "  conflict: %s\n", c)
+		}
 		for _, c := range cleanup {
 			fmt.Fprintf(w, "  %s\n", c)
 		}
@@ -176,6 +184,9 @@ func (r *TeardownReport) Write(w io.Writer, format string) error {
 		fmt.Fprintf(w, "  %s\n", c)
 	}
 	if r.DryRun {
+		for _, e := range r.Errors {
+			fmt.Fprintf(w, "error: %s\n", e)
+		}
 		fmt.Fprintf(w, "dry run: nothing removed\n")
 		return nil
 	}

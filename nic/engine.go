@@ -167,7 +167,7 @@ func (e *LinkEngine) plan(desired []RailLink) (Owned, LiveState, LinkPlan, error
 			return owned, live, LinkPlan{}, &EmptyDesiredError{names}
 		}
 	}
-	if errs := CheckLive(desired, live); len(errs) > 0 {
+	if errs := CheckLive(desired, live, e.Range); len(errs) > 0 {
 		return owned, live, LinkPlan{}, &ValidationError{errs}
 	}
 	return owned, live, PlanLinks(desired, live, owned, e.Range), nil
@@ -197,9 +197,12 @@ func (e *LinkEngine) Teardown(dryRun bool) (TeardownResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("read live state: %w", err)
 	}
-	changes := PlanTeardown(live, owned, e.Range)
+	changes, held := PlanTeardown(live, owned, e.Range)
 	for _, c := range changes {
 		res.Planned = append(res.Planned, c.Command)
+	}
+	for _, h := range held {
+		res.Errs = append(res.Errs, errors.New(h))
 	}
 	if dryRun {
 		return res, nil

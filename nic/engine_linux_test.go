@@ -288,3 +288,32 @@ func TestEmptyDesiredRemovesNothing(t *testing.T) {
 		t.Errorf("second teardown: %v %+v", err, again)
 	}
 }
+
+// TestTeardownLeavesAShadowedRule: a foreign rule that differs from the
+// agent's only by more selectors (iif lo) and comes first would be what the
+// kernel deletes for the agent's "ip rule del": teardown removes neither
+// and says why.
+func TestTeardownLeavesAShadowedRule(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 1)
+	eng, _ := newEngine(t, lab)
+	if _, err := eng.Reconcile(labRails(1)); err != nil {
+		t.Fatal(err)
+	}
+	lab.Host.MustExec(t, "ip", "rule", "del", "from", "10.0.0.1", "lookup", "1000", "priority", "1000")
+	lab.Host.MustExec(t, "ip", "rule", "add", "from", "10.0.0.1", "iif", "lo", "lookup", "1000", "priority", "1000", "protocol", "171")
+	lab.Host.MustExec(t, "ip", "rule", "add", "from", "10.0.0.1", "lookup", "1000", "priority", "1000", "protocol", "171")
+	// A reconcile refuses to run next to it (a foreign rule at a rail's
+	// priority).
+	if _, err := eng.Reconcile(labRails(1)); err == nil || !strings.Contains(err.Error(), "iif lo") {
+		t.Errorf("reconcile next to the foreign rule: %v", err)
+	}
+	res, err := eng.Teardown(false)
+	if err != nil || len(res.Errs) != 1 || !strings.Contains(res.Errs[0].Error(), `foreign rule "1000: from 10.0.0.1/32 iif lo lookup 1000 proto 171"`) {
+		t.Fatalf("teardown: %v %+v", err, res)
+	}
+	rules := lab.Host.MustExec(t, "ip", "rule", "show", "priority", "1000")
+	if !strings.Contains(rules, "from 10.0.0.1 iif lo lookup 1000 proto 171") || !strings.Contains(rules, "from 10.0.0.1 lookup 1000 proto 171") {
+		t.Errorf("rules at 1000 after teardown:\n%s", rules)
+	}
+}

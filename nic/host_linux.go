@@ -428,9 +428,26 @@ func ruleOf(r netlink.Rule) Rule {
 	if p, ok := prefixOf(r.Src); ok {
 		out.Src = p
 	}
-	out.Other = r.Dst != nil || r.IifName != "" || r.OifName != "" || r.Mark != 0 || r.Mask != nil ||
-		r.Tos != 0 || r.Goto >= 0 || r.Invert || r.Dport != nil || r.Sport != nil || r.IPProto != 0 ||
-		r.UIDRange != nil || (r.Type != 0 && r.Type != unix.RTN_UNICAST)
+	var sel []string
+	add := func(cond bool, format string, args ...any) {
+		if cond {
+			sel = append(sel, fmt.Sprintf(format, args...))
+		}
+	}
+	add(r.Invert, "not")
+	add(r.Dst != nil, "to %v", r.Dst)
+	add(r.IifName != "", "iif %s", r.IifName)
+	add(r.OifName != "", "oif %s", r.OifName)
+	add(r.Mark != 0 || r.Mask != nil, "fwmark %#x", r.Mark)
+	add(r.Tos != 0, "tos %#x", r.Tos)
+	add(r.Goto >= 0, "goto %d", r.Goto)
+	add(r.Dport != nil, "dport %v", r.Dport)
+	add(r.Sport != nil, "sport %v", r.Sport)
+	add(r.IPProto != 0, "ipproto %d", r.IPProto)
+	add(r.UIDRange != nil, "uidrange %v", r.UIDRange)
+	add(r.Type != 0 && r.Type != unix.RTN_UNICAST, "type %d", r.Type)
+	out.Other = len(sel) > 0
+	out.Selectors = strings.Join(sel, " ")
 	return out
 }
 

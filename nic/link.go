@@ -100,6 +100,22 @@ type Rule struct {
 	Table    int
 	Protocol int
 	Other    bool
+	// Selectors describes the other selectors ("iif lo fwmark 0x5").
+	Selectors string
+}
+
+// owned reports whether the rule is one the agent may remove: marked with
+// RouteProtocol, with no other selector, at a priority and a table of its
+// range.
+func (r Rule) owned(tr TableRange) bool {
+	return r.Protocol == RouteProtocol && !r.Other && tr.HasPriority(r.Priority) && tr.HasTable(r.Table)
+}
+
+// lookalike reports whether o is a different rule that a deletion of r
+// would match too: the kernel treats every selector a delete request
+// leaves out as a wildcard, so deleting r would delete o if it comes first.
+func (r Rule) lookalike(o Rule) bool {
+	return o.Other && o.Priority == r.Priority && o.Src == r.Src && o.Table == r.Table && o.Protocol == r.Protocol
 }
 
 func (r Rule) family() string {
@@ -382,6 +398,9 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 		}
 		plan.Changes = append(plan.Changes, c)
 	}
+	for _, h := range heldRules(live, tr) {
+		plan.Conflicts = append(plan.Conflicts, Conflict{Rail: -1, Object: "an owned rule", Owner: "a foreign rule with more selectors", Reason: h})
+	}
 	sort.SliceStable(plan.Changes, func(i, j int) bool {
 		a, b := plan.Changes[i], plan.Changes[j]
 		if a.Rail != b.Rail {
@@ -404,9 +423,18 @@ func ownedObjects(live LiveState, owned Owned, tr TableRange) []Change {
 		}
 	}
 	for _, rule := range live.Rules {
-		if rule.Protocol == RouteProtocol && !rule.Other && tr.HasPriority(rule.Priority) && tr.HasTable(rule.Table) {
-			out = append(out, Change{Rail: -1, Kind: RuleDel, Rule: rule, Command: ruleCommand("del", rule)})
+		if !rule.owned(tr) {
+			continue
 		}
+		held := false
+		for _, o := range live.Rules {
+			held = held || rule.lookalike(o)
+		}
+		if held {
+			// The kernel would delete the foreign look-alike instead.
+			continue
+		}
+		out = append(out, Change{Rail: -1, Kind: RuleDel, Rule: rule, Command: ruleCommand("del", rule)})
 	}
 	netdevs := make([]string, 0, len(live.Links))
 	for nd := range live.Links {
@@ -426,10 +454,30 @@ func ownedObjects(live LiveState, owned Owned, tr TableRange) []Change {
 
 // PlanTeardown is every removal that gives back what the agent owns:
 // routes, then rules, then addresses. Nothing else is touched: MTU, link
-// state and sysctls stay as they are.
-func PlanTeardown(live LiveState, owned Owned, tr TableRange) []Change {
+// state and sysctls stay as they are. held names owned rules that cannot
+// be removed safely (heldRules).
+func PlanTeardown(live LiveState, owned Owned, tr TableRange) (changes []Change, held []string) {
 	out := ownedObjects(live, owned, tr)
 	sort.SliceStable(out, func(i, j int) bool { return kindOrder[out[i].Kind] < kindOrder[out[j].Kind] })
+	return out, heldRules(live, tr)
+}
+
+// heldRules names the agent's rules that a foreign rule with the same
+// priority, source and table (and more selectors) shadows: a delete
+// request could remove the foreign one, so they are left, and said so.
+func heldRules(live LiveState, tr TableRange) []string {
+	var out []string
+	for _, rule := range live.Rules {
+		if !rule.owned(tr) {
+			continue
+		}
+		for _, o := range live.Rules {
+			if rule.lookalike(o) {
+				out = append(out, fmt.Sprintf("%s not removed: the kernel would match foreign rule %s first; remove or change that rule, then run again", ruleCommand("del", rule), describeRule(o)))
+				break
+			}
+		}
+	}
 	return out
 }
 
@@ -584,7 +632,7 @@ func routeCommand(verb string, r Route) string {
 // priority that foreign routes or rules already use. Every problem is
 // returned, each naming the config field. A missing netdev is not checked
 // here: it stops only its own rail (PlanLinks reports a conflict).
-func CheckLive(desired []RailLink, live LiveState) []error {
+func CheckLive(desired []RailLink, live LiveState, tr TableRange) []error {
 	var errs []error
 	for _, r := range desired {
 		link, ok := live.Links[r.Netdev]
@@ -601,7 +649,7 @@ func CheckLive(desired []RailLink, live LiveState) []error {
 			}
 		}
 		for _, rule := range live.Rules {
-			if rule.Protocol == RouteProtocol && !rule.Other {
+			if rule.owned(tr) {
 				continue
 			}
 			switch {
@@ -620,5 +668,9 @@ func describeRule(r Rule) string {
 	if r.Src.IsValid() {
 		src = r.Src.String()
 	}
-	return fmt.Sprintf("\"%d: from %s lookup %d proto %d\"", r.Priority, src, r.Table, r.Protocol)
+	sel := ""
+	if r.Selectors != "" {
+		sel = " " + r.Selectors
+	}
+	return fmt.Sprintf("\"%d: from %s%s lookup %d proto %d\"", r.Priority, src, sel, r.Table, r.Protocol)
 }

@@ -224,6 +224,21 @@ ip address del 10.0.1.1/31 dev eth1
 			want: "conflict rail 1 (eth9): netdev eth9 does not exist in the rails' network namespace\n",
 		},
 		{
+			name: "an owned rule shadowed by a foreign look-alike is not deleted", rails: []RailLink{r0},
+			live: func() LiveState {
+				l := converged(r0, r1)
+				// The foreign rule comes first: a delete of the agent's would
+				// match it.
+				l.Rules = append([]Rule{{Priority: 1001, Src: netip.MustParsePrefix("10.0.1.1/32"), Table: 1001, Protocol: RouteProtocol, Other: true, Selectors: "iif lo"}}, l.Rules...)
+				return l
+			}(),
+			owned: ownedOf("eth1", "10.0.1.1/31"),
+			want: `conflict rail -1 (): ip rule del from 10.0.1.1 lookup 1001 priority 1001 protocol 171 not removed: the kernel would match foreign rule "1001: from 10.0.1.1/32 iif lo lookup 1001 proto 171" first; remove or change that rule, then run again
+ip route del 10.0.1.0/31 dev eth1 table 1001 proto 171 scope link src 10.0.1.1
+ip address del 10.0.1.1/31 dev eth1
+`,
+		},
+		{
 			name: "an empty desired state removes nothing", rails: nil,
 			live:  converged(r0, r1),
 			owned: ownedOf("eth1", "10.0.1.1/31"),
@@ -273,7 +288,7 @@ func TestCheckLive(t *testing.T) {
 	live.Rules = append(live.Rules,
 		Rule{Priority: 1000, Table: 5, Protocol: 0},
 		Rule{Priority: 20, Src: netip.MustParsePrefix("10.5.5.5/32"), Table: 1000, Protocol: 4})
-	errs := CheckLive([]RailLink{r0, rail(1, "eth7", "10.0.1.1/31", "")}, live)
+	errs := CheckLive([]RailLink{r0, rail(1, "eth7", "10.0.1.1/31", "")}, live, tr)
 	var got []string
 	for _, e := range errs {
 		got = append(got, e.Error())
@@ -287,8 +302,29 @@ func TestCheckLive(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("CheckLive:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if errs := CheckLive([]RailLink{r0}, converged(r0)); len(errs) != 0 {
+	if errs := CheckLive([]RailLink{r0}, converged(r0), tr); len(errs) != 0 {
 		t.Errorf("a converged host is valid: %v", errs)
+	}
+
+	// Rules marked 171 that the agent does not own (outside its table or
+	// priority range, or with another selector) are foreign like any other.
+	r1 := rail(1, "eth1", "10.0.1.1/31", "")
+	live = converged(r0, r1)
+	live.Rules = append(live.Rules,
+		Rule{Priority: 1001, Src: netip.MustParsePrefix("10.9.9.8/32"), Table: 5000, Protocol: RouteProtocol},
+		Rule{Priority: 900, Src: netip.MustParsePrefix("10.9.9.7/32"), Table: 1001, Protocol: RouteProtocol},
+		Rule{Priority: 1000, Src: netip.MustParsePrefix("10.0.0.1/32"), Table: 1000, Protocol: RouteProtocol, Other: true, Selectors: "iif lo"})
+	got = nil
+	for _, e := range CheckLive([]RailLink{r0, r1}, live, tr) {
+		got = append(got, e.Error())
+	}
+	want = []string{
+		`link.routing.rule_priority_base: priority 1000 (rail 0) is used by foreign rule "1000: from 10.0.0.1/32 iif lo lookup 1000 proto 171"`,
+		`link.routing.rule_priority_base: priority 1001 (rail 1) is used by foreign rule "1001: from 10.9.9.8/32 lookup 5000 proto 171"`,
+		`link.routing.table_base: table 1001 (rail 1) is used by foreign rule "900: from 10.9.9.7/32 lookup 1001 proto 171"`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("CheckLive with foreign rules marked 171:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 

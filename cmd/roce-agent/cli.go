@@ -310,7 +310,7 @@ func runDaemon(env *cliEnv) error {
 	defer lock.Unlock()
 	source := fileSource{env.flags}
 	d, err := agent.NewDaemon(agent.DaemonOptions{
-		Config: cfg, Version: versionInfo()["version"], Log: env.log, NVML: env.nvml, Source: source,
+		Config: cfg, Version: versionInfo()["version"], Log: env.log, NVML: env.nvml, Source: source, Lock: lock,
 		Netns: netns.None(), Debounce: cfg.Reconcile.Debounce, Resync: cfg.Reconcile.ResyncInterval,
 	})
 	if err != nil {
