@@ -141,4 +141,3 @@ func TestWireNodeStatus(t *testing.T) {
 	}
 	sameJSON(t, "round trip", w, &back)
 }
-
