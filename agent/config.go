@@ -6,6 +6,8 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
+	"path/filepath"
 	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
@@ -108,8 +110,21 @@ func (c Config) Validate() error {
 	if c.Reconcile.Debounce < 0 || c.Reconcile.Debounce > 10*time.Second {
 		fail("reconcile.debounce", "%s is outside 0-10s", c.Reconcile.Debounce)
 	}
-	if c.StateDir == "" {
+	switch {
+	case c.StateDir == "":
 		fail("state_dir", "must not be empty")
+	case len(c.StateDir) > 1024:
+		fail("state_dir", "%s is longer than 1024 bytes", v1.Clip(c.StateDir))
+	case !filepath.IsAbs(c.StateDir):
+		fail("state_dir", "%s is not an absolute path", v1.Clip(c.StateDir))
+	}
+	if len(c.SysfsRoot) > 1024 {
+		fail("sysfs_root", "%s is longer than 1024 bytes", v1.Clip(c.SysfsRoot))
+	}
+	if l := c.Listen.Metrics; l != "" {
+		if _, port, err := net.SplitHostPort(l); err != nil || len(l) > 256 || port == "" {
+			fail("listen.metrics", "%s is not host:port (e.g. 127.0.0.1:9487, :9487, [::1]:9487)", v1.Clip(l))
+		}
 	}
 	errs = append(errs, c.NodeConfig.Problems()...)
 	return errors.Join(errs...)

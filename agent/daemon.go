@@ -86,6 +86,7 @@ type Daemon struct {
 	heartbeat  atomic.Int64 // unix nanoseconds of the loop's last sign of life
 	ready      atomic.Bool
 	lockLost   atomic.Bool
+	listen     atomic.Value // the listen address Run serves (string)
 	Reconciles atomic.Int64 // reconciles run, for tests
 }
 
@@ -150,8 +151,8 @@ func (d *Daemon) Reload(load func() (Config, error)) error {
 		old := d.node.Config()
 		if cfg.StateDir != old.StateDir {
 			err = fmt.Errorf("state_dir: %s differs from the running %s; changing it needs a restart", cfg.StateDir, old.StateDir)
-		} else if cfg.Listen.Metrics != old.Listen.Metrics {
-			d.log.Warn("listen.metrics changed; it takes effect at restart", "running", old.Listen.Metrics, "configured", cfg.Listen.Metrics)
+		} else if bound, ok := d.listen.Load().(string); ok && cfg.Listen.Metrics != bound {
+			d.log.Warn("listen.metrics differs from the address served; it takes effect at restart", "serving", bound, "configured", cfg.Listen.Metrics)
 		}
 	}
 	if err == nil {
@@ -235,6 +236,7 @@ func probe(w http.ResponseWriter, ok bool, why string) {
 // Run reconciles, serves HTTP on listen (empty: no server), and loops on
 // netlink events, the resync timer and ctx until ctx ends.
 func (d *Daemon) Run(ctx context.Context, listen string) error {
+	d.listen.Store(listen)
 	if listen != "" {
 		ln, err := net.Listen("tcp", listen)
 		if err != nil {

@@ -241,16 +241,30 @@ func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	res := ApplyResult{Drift: map[ChangeKind]int{}}
-	owned, _, plan, err := e.plan(desired)
+	owned, live, plan, err := e.plan(desired)
 	if err != nil {
 		return res, err
+	}
+	// Forget recorded addresses that are gone from a link that is there:
+	// a stale entry would otherwise claim whoever adds that address next.
+	recordChanged := false
+	for nd, addrs := range owned.Addrs {
+		link, ok := live.Links[nd]
+		if !ok {
+			continue // hot-unplugged: it may come back with its addresses
+		}
+		for _, a := range addrs {
+			if !hasPrefix(link.Addrs, a) {
+				owned.remove(nd, a)
+				recordChanged = true
+			}
+		}
 	}
 	if e.converged == nil {
 		e.converged = map[int]bool{}
 	}
 
 	// Write-ahead ownership for every address about to be added.
-	recordChanged := false
 	for _, c := range plan.Changes {
 		if c.Kind == AddrAdd && owned.add(c.Netdev, c.Addr) {
 			recordChanged = true

@@ -164,3 +164,37 @@ func TestFakeMissingNetdevKeepsItsState(t *testing.T) {
 		t.Errorf("a missing netdev made its old rail lose %v", w)
 	}
 }
+
+// TestFakeStaleRecordClaimsNothing: an address the record lists but the
+// kernel no longer has is forgotten; an operator who adds that address
+// later keeps it. On a kernel without IFA_PROTO the record still decides.
+func TestFakeStaleRecordClaimsNothing(t *testing.T) {
+	for _, marks := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kernel marks addresses %v", marks), func(t *testing.T) {
+			eng, h := fakeEngine(t, 2)
+			h.NoAddrProto = !marks
+			if _, err := eng.Reconcile(fakeRails(2)); err != nil {
+				t.Fatal(err)
+			}
+			h.DelAddr("rail1", "10.0.1.1/31")
+			if _, err := eng.Reconcile(fakeRails(1)); err != nil {
+				t.Fatal(err)
+			}
+			h.AddForeignAddr("rail1", "10.0.1.1/31")
+			h.Writes()
+			if _, err := eng.Reconcile(fakeRails(1)); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range h.Writes() {
+				if w.Kind == nic.AddrDel && w.Addr.String() == "10.0.1.1/31" {
+					t.Errorf("the operator's address was deleted: %s", w.Command)
+				}
+			}
+			// Rail 1's IPv6 address, the agent's (marked, or recorded on a
+			// kernel without marks), went with its rail; the operator's stays.
+			if l := h.Link("rail1"); len(l.Addrs) != 1 || l.Addrs[0].String() != "10.0.1.1/31" {
+				t.Errorf("rail1 addresses: %v", l.Addrs)
+			}
+		})
+	}
+}

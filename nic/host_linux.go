@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -160,7 +161,7 @@ func (h *Host) Do(fn func() error) error {
 // addresses and sysctls, the routes in the agent's table range, and every
 // policy rule. Links named only in the ownership record are read too.
 func (h *Host) ReadLive(desired []RailLink, owned Owned, tr TableRange) (LiveState, error) {
-	live := LiveState{Links: map[string]Link{}, Sysctls: map[string]string{}}
+	live := LiveState{Links: map[string]Link{}, Sysctls: map[string]string{}, AddrProto: kernelMarksAddresses()}
 	names := map[string]bool{}
 	for _, r := range desired {
 		names[r.Netdev] = true
@@ -289,6 +290,26 @@ func (h *Host) dump(req, reply int, msg nl.NetlinkRequestData) ([][]byte, error)
 		return err
 	})
 	return msgs, err
+}
+
+// kernelMarksAddresses reports a kernel that keeps IFA_PROTO on
+// addresses (Linux 5.18 and later).
+var kernelMarksAddresses = sync.OnceValue(func() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	return kernelAtLeast(unix.ByteSliceToString(u.Release[:]), 5, 18)
+})
+
+// kernelAtLeast compares a kernel release ("6.18.44-fc-v782") with
+// major.minor.
+func kernelAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if n, _ := fmt.Sscanf(release, "%d.%d", &ma, &mi); n != 2 {
+		return false
+	}
+	return ma > major || (ma == major && mi >= minor)
 }
 
 // ifaProto is IFA_PROTO (Linux 5.18): who added an address.

@@ -138,10 +138,11 @@ type Link struct {
 }
 
 // owns reports whether the agent owns addr on link: the kernel marks it
-// with AddrProtocol, or the ownership record has it (kernels without
-// IFA_PROTO).
-func owns(link Link, owned Owned, addr netip.Prefix) bool {
-	return hasPrefix(link.MarkedAddrs, addr) || owned.Has(link.Name, addr)
+// with AddrProtocol; on a kernel without IFA_PROTO, the ownership record
+// has it. Where the kernel can mark, the record never claims an address
+// (a stale entry must not make someone else's address the agent's).
+func (l LiveState) owns(link Link, owned Owned, addr netip.Prefix) bool {
+	return hasPrefix(link.MarkedAddrs, addr) || (!l.AddrProto && owned.Has(link.Name, addr))
 }
 
 // LiveState is what the kernel has: the rail netdevs (absent ones are
@@ -152,6 +153,9 @@ type LiveState struct {
 	Routes  []Route
 	Rules   []Rule
 	Sysctls map[string]string
+	// AddrProto says the kernel records who added an address (IFA_PROTO,
+	// Linux 5.18 and later): ownership of addresses comes from it alone.
+	AddrProto bool
 }
 
 // ChangeKind says what a change does.
@@ -301,7 +305,7 @@ func PlanLinks(desired []RailLink, live LiveState, owned Owned, tr TableRange) L
 			continue
 		}
 		skip := map[bool]bool{} // family (true: IPv6) held by a foreign address
-		for _, c := range foreignInRail(r, link, owned) {
+		for _, c := range foreignInRail(r, link, owned, live) {
 			plan.Conflicts = append(plan.Conflicts, c.Conflict)
 			skip[c.v6] = true
 			blocked[r.Netdev] = true
@@ -444,7 +448,7 @@ func ownedObjects(live LiveState, owned Owned, tr TableRange) []Change {
 	for _, nd := range netdevs {
 		link := live.Links[nd]
 		for _, a := range link.Addrs {
-			if owns(link, owned, a) {
+			if live.owns(link, owned, a) {
 				out = append(out, Change{Rail: -1, Netdev: nd, LinkIndex: link.Index, Kind: AddrDel, Addr: a, Command: addrCommand("del", a, nd)})
 			}
 		}
@@ -496,14 +500,14 @@ type railConflict struct {
 
 // foreignInRail finds foreign addresses inside the rail's /31 or /127
 // other than the desired host address itself, one conflict per family.
-func foreignInRail(r RailLink, link Link, owned Owned) []railConflict {
+func foreignInRail(r RailLink, link Link, owned Owned, live LiveState) []railConflict {
 	var out []railConflict
 	for _, want := range []netip.Prefix{r.IPv4, r.IPv6} {
 		if !want.IsValid() {
 			continue
 		}
 		for _, have := range link.Addrs {
-			if have == want || owns(link, owned, have) {
+			if have == want || live.owns(link, owned, have) {
 				continue
 			}
 			if want.Masked().Contains(have.Addr()) || have.Masked().Contains(want.Addr()) {

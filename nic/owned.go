@@ -27,7 +27,7 @@ func LoadOwned(stateDir string) (Owned, error) {
 		return o, fmt.Errorf("read ownership record: %w", err)
 	}
 	if err := json.Unmarshal(b, &o); err != nil {
-		return o, fmt.Errorf("parse ownership record %s: %w", filepath.Join(stateDir, OwnedFile), err)
+		return o, fmt.Errorf("parse ownership record %s: %w (it only matters on kernels before 5.18, which do not mark addresses; move it aside to go on: a newer kernel keeps ownership itself)", filepath.Join(stateDir, OwnedFile), err)
 	}
 	if o.Addrs == nil {
 		o.Addrs = map[string][]netip.Prefix{}

@@ -63,7 +63,7 @@ func (e *usageError) Error() string { return e.msg }
 func run(args []string, stdout, stderr io.Writer) int {
 	code, err := runE(args, stdout, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "roce-agent: %v\n", err)
+		fmt.Fprintf(stderr, "roce-agent: %v\n", clipLines(err))
 		var ue *usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintln(stderr, "run 'roce-agent --help' for usage")

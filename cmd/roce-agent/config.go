@@ -239,12 +239,23 @@ func parseDocument(data []byte) (map[string]any, error) {
 			return conv(n.Alias, depth+1)
 		case yaml.MappingNode:
 			m := make(map[string]any, len(n.Content)/2)
+			seen := make(map[string]string, len(n.Content)/2)
 			for i := 0; i+1 < len(n.Content); i += 2 {
+				key := n.Content[i].Value
+				// Keys are case-insensitive (viper folds them): two that
+				// differ only in case would silently merge.
+				if first, dup := seen[strings.ToLower(key)]; dup {
+					if first == key {
+						return nil, fmt.Errorf("line %d: key %s appears twice in one mapping", n.Content[i].Line, clipValue(key))
+					}
+					return nil, fmt.Errorf("line %d: key %s repeats key %s (keys are case-insensitive)", n.Content[i].Line, clipValue(key), clipValue(first))
+				}
+				seen[strings.ToLower(key)] = key
 				v, err := conv(n.Content[i+1], depth+1)
 				if err != nil {
 					return nil, err
 				}
-				m[n.Content[i].Value] = v
+				m[key] = v
 			}
 			return m, nil
 		case yaml.SequenceNode:

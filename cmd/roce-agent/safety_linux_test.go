@@ -123,7 +123,15 @@ func TestBadDesiredStateChangesNothing(t *testing.T) {
 		{"an alias bomb", write("bomb.yaml", aliasBomb()), []string{"more than 100000 YAML nodes"}},
 		{"5000 rails", write("many-rails.yaml", manyRails(5000)), []string{"rails: 5000 entries; at most 256"}},
 		{"nested 100 deep", write("deep.yaml", "node: "+strings.Repeat("[", 100)+strings.Repeat("]", 100)+"\n"), []string{"nested more than 32 levels deep"}},
-		{"duplicate keys", write("dup.yaml", lab8("")+"state_dir: /tmp/elsewhere\n"), []string{`mapping key "state_dir" already defined`}},
+		{"duplicate keys", write("dup.yaml", lab8("")+"state_dir: /tmp/elsewhere\n"), []string{`key "state_dir" appears twice in one mapping`}},
+		{"keys differing in case", write("case.yaml", "rails:\n  - {rail: 0, netdev: rail0, ipv4: 10.0.0.1/31}\nRAILS:\n  - {rail: 1, netdev: rail1, ipv4: 10.0.1.1/31}\n"),
+			[]string{`key "RAILS" repeats key "rails" (keys are case-insensitive)`}},
+		{"300 KB state_dir", write("statedir-huge.yaml", strings.Replace(lab8(""), "state_dir: "+state, "state_dir: /"+strings.Repeat("S", 300<<10), 1)),
+			[]string{"state_dir", "is longer than 1024 bytes", "(307201 bytes)"}},
+		{"relative state_dir", write("statedir-rel.yaml", strings.Replace(lab8(""), "state_dir: "+state, "state_dir: state", 1)),
+			[]string{"state_dir", `"state" is not an absolute path`}},
+		{"500 KB listen address", write("listen-huge.yaml", "listen: {metrics: \""+strings.Repeat("L", 500<<10)+"\"}\n"+lab8("")),
+			[]string{"listen.metrics", "is not host:port", "(512000 bytes)"}},
 		{"fractional MTU", write("mtu-frac.yaml", lab8("  mtu: 9000.5\n")), []string{"link.mtu", "9000.5 is not an integer"}},
 		{"boolean MTU", write("mtu-bool.yaml", lab8("  mtu: true\n")), []string{"link.mtu", "true is not an integer"}},
 		{"20-digit MTU", write("mtu-huge.yaml", lab8("  mtu: 99999999999999999999\n")), []string{"link.mtu", "is out of range"}},
@@ -754,8 +762,21 @@ func TestDaemonHoldsUnderAttack(t *testing.T) {
 		t.Fatal(err)
 	}
 	reload(3)
-	if !strings.Contains(logs.String(), "listen.metrics changed; it takes effect at restart") || metric("roce_agent_config_last_reload_successful") != "1" {
+	if strings.Count(logs.String(), "listen.metrics differs from the address served; it takes effect at restart") != 1 || metric("roce_agent_config_last_reload_successful") != "1" {
 		t.Errorf("good reload with a new listen address:\n%s", logs.String())
+	}
+	// Every reload says it again while it differs, and nothing once the
+	// file matches the address served again.
+	reload(4)
+	if n := strings.Count(logs.String(), "listen.metrics differs"); n != 2 {
+		t.Errorf("second reload with the new listen address: %d warnings", n)
+	}
+	if err := os.WriteFile(cfg, []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reload(5)
+	if n := strings.Count(logs.String(), "listen.metrics differs"); n != 2 {
+		t.Errorf("reload back to the served address warned: %d warnings", n)
 	}
 	_ = cmd.Process.Signal(unix.SIGTERM)
 	if err := cmd.Wait(); err != nil {

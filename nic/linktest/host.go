@@ -40,6 +40,9 @@ type Host struct {
 	// Fail, when set, is asked before each write; an error fails it (as
 	// the kernel would) and nothing is changed.
 	Fail func(nic.Change) error
+	// NoAddrProto makes the fake a kernel before 5.18: addresses carry
+	// no IFA_PROTO and ownership falls back to the record.
+	NoAddrProto bool
 }
 
 var _ nic.RailHost = (*Host)(nil)
@@ -165,7 +168,7 @@ func (h *Host) Writes() []nic.Change {
 func (h *Host) ReadLive(desired []nic.RailLink, owned nic.Owned, tr nic.TableRange) (nic.LiveState, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	live := nic.LiveState{Links: map[string]nic.Link{}, Sysctls: map[string]string{}}
+	live := nic.LiveState{Links: map[string]nic.Link{}, Sysctls: map[string]string{}, AddrProto: !h.NoAddrProto}
 	names := map[string]bool{}
 	for _, r := range desired {
 		names[r.Netdev] = true
@@ -254,7 +257,9 @@ func (h *Host) apply(c nic.Change) error {
 			}
 		}
 		l.Addrs = append(l.Addrs, c.Addr)
-		l.Marked = append(l.Marked, c.Addr)
+		if !h.NoAddrProto {
+			l.Marked = append(l.Marked, c.Addr)
+		}
 	case nic.AddrDel:
 		if !h.delAddr(c.Netdev, c.Addr) {
 			return unix.EADDRNOTAVAIL
