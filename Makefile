@@ -40,7 +40,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 3s)
 	done
 
 bench: ## speed against the alternatives measured in the same run: link engine vs iproute2, scrape vs node_exporter, drift, footprint (root; about 2 minutes)
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./nic/ ./agent/
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./nic/linkengine/ ./nic/ ./agent/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./cmd/roce-agent/
 
 lint: $(STATICCHECK) ## gofmt, go vet, staticcheck

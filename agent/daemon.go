@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,7 +43,7 @@ type DaemonOptions struct {
 	Notifier         Notifier
 	// Host is the rails' namespace; nil opens Netns. Tests inject a
 	// recording fake (nic/linktest).
-	Host nic.RailHost
+	Host linkengine.RailHost
 	// DCB is the dcbnl client; nil opens one in the namespace.
 	DCB qos.DCBClient
 	// Source gives the configuration on reload and says when it changed;
@@ -366,7 +368,7 @@ func (d *Daemon) subscribe(done <-chan struct{}) error {
 	// Policy rules and netconf (rp_filter) have no subscription in
 	// vishvananda/netlink; without them a deleted rule would wait for
 	// the resync.
-	if err := nic.SubscribeRuleAndNetconfEvents(d.opts.Netns, done, func(string) { d.Trigger() }, errf); err != nil {
+	if err := linkengine.SubscribeRuleAndNetconfEvents(d.opts.Netns, done, func(string) { d.Trigger() }, errf); err != nil {
 		return err
 	}
 	go func() {
@@ -469,7 +471,7 @@ func (d *Daemon) onRail(a netip.Addr) bool {
 }
 
 // setRailAddrs records the rails' host addresses for onRail.
-func (d *Daemon) setRailAddrs(desired []nic.RailLink) {
+func (d *Daemon) setRailAddrs(desired []linkengine.RailLink) {
 	m := map[netip.Addr]bool{}
 	for _, r := range desired {
 		for _, p := range []netip.Prefix{r.IPv4, r.IPv6} {
@@ -546,7 +548,7 @@ func (d *Daemon) handOff(cfg Config, st *NodeStatus) error {
 // directory.
 const DesiredFile = "desired.json"
 
-func saveDesired(stateDir string, desired []nic.RailLink) error {
+func saveDesired(stateDir string, desired []linkengine.RailLink) error {
 	b, err := json.MarshalIndent(desired, "", "  ")
 	if err != nil {
 		return err

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/roce-agent/roce-agent/nic/linktest"
+	"github.com/roce-agent/roce-agent/nic/linkengine/linktest"
 )
 
 // TestDaemonConditionsOnFakeHost runs the daemon's reconcile on the

@@ -1,7 +1,7 @@
 package agent
 
 import (
-	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 	"github.com/roce-agent/roce-agent/qos"
 )
 
@@ -10,8 +10,8 @@ import (
 
 // LinkRange is the table and priority range the configuration gives the
 // link engine.
-func (c Config) LinkRange() nic.TableRange {
-	return nic.TableRange{TableBase: c.Link.Routing.TableBase, PriorityBase: c.Link.Routing.RulePriorityBase, Size: RailTableSpan}
+func (c Config) LinkRange() linkengine.TableRange {
+	return linkengine.TableRange{TableBase: c.Link.Routing.TableBase, PriorityBase: c.Link.Routing.RulePriorityBase, Size: RailTableSpan}
 }
 
 // QoSTargets are the rail NICs the QoS profile applies to: every

@@ -8,7 +8,7 @@ import (
 	"sort"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
-	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 )
 
 // RailTableSpan is how many rails the routing table and rule priority
@@ -31,7 +31,7 @@ func poolAddr(pool netip.Prefix, offset int64) netip.Addr {
 // rail whose netdev is missing (or that has none) stays in the result: the
 // link engine reports it as a conflict of that rail alone. The
 // configuration must have passed Validate.
-func DesiredLinks(cfg Config, inv *Inventory) ([]nic.RailLink, []string, error) {
+func DesiredLinks(cfg Config, inv *Inventory) ([]linkengine.RailLink, []string, error) {
 	byRail := map[int]RailConfig{}
 	for _, r := range cfg.Rails {
 		if r.Rail != nil {
@@ -50,11 +50,11 @@ func DesiredLinks(cfg Config, inv *Inventory) ([]nic.RailLink, []string, error) 
 	var errs []error
 	v4Pools := v1.ParsePools(cfg.Addressing.IPv4Pools, false)
 	v6Pools := v1.ParsePools(cfg.Addressing.IPv6Pools, true)
-	var out []nic.RailLink
+	var out []linkengine.RailLink
 	var skipped []string
 	for _, ir := range inv.Rails {
 		rc := byRail[ir.Rail]
-		rl := nic.RailLink{
+		rl := linkengine.RailLink{
 			Rail:         ir.Rail,
 			Netdev:       ir.Netdev,
 			MTU:          cfg.Link.MTU,
@@ -114,5 +114,5 @@ func railAddress(explicit, leaf string, pools []netip.Prefix, rail int, index *i
 		a, _ := netip.ParseAddr(leaf)
 		return host, a
 	}
-	return host, nic.PeerAddr(host)
+	return host, linkengine.PeerAddr(host)
 }

@@ -1,8 +1,9 @@
 package agent
 
 import (
-	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"strconv"
+
+	v1 "github.com/roce-agent/roce-agent/api/v1"
 
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -7,7 +7,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 )
 
 // NCCLEnvFile is the NCCL hand-off's name under the state directory.
@@ -61,10 +61,10 @@ func NCCLEnv(rails []RailStatus, tos *int) ([]byte, []string) {
 
 // writeIfChanged replaces path atomically only when the content differs.
 func writeIfChanged(path string, data []byte) (bool, error) {
-	if old, err := nic.ReadStateFile(path); err == nil && bytes.Equal(old, data) {
+	if old, err := linkengine.ReadStateFile(path); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
-	if err := nic.WriteFileAtomic(path, data, 0o644); err != nil {
+	if err := linkengine.WriteFileAtomic(path, data, 0o644); err != nil {
 		return false, err
 	}
 	return true, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 	"github.com/roce-agent/roce-agent/qos"
 )
 
@@ -25,7 +26,7 @@ import (
 // the node's name (nodeName), and that pinned netdevs exist when netlink in
 // the rails' namespace says so.
 type Node struct {
-	host   nic.RailHost
+	host   linkengine.RailHost
 	dcb    qos.DCBClient // nil when dcbnl could not be opened (dcbErr)
 	dcbErr error
 	sock   *qos.Socket
@@ -35,9 +36,9 @@ type Node struct {
 	mu        sync.Mutex
 	cfg       Config
 	fs        *nic.FS
-	link      *nic.LinkEngine
+	link      *linkengine.Engine
 	inv       *Inventory
-	desired   []nic.RailLink
+	desired   []linkengine.RailLink
 	unmanaged []string
 	stale     bool // re-read the inventory on the next Refresh
 	conds     map[string]conditionSet
@@ -51,7 +52,7 @@ type NodeOptions struct {
 	Netns netns.NsHandle
 	// Host is the rails' namespace; nil opens Netns. Tests inject a
 	// recording fake (nic/linktest).
-	Host nic.RailHost
+	Host linkengine.RailHost
 	// DCB is the dcbnl client; nil opens one in the namespace.
 	DCB qos.DCBClient
 	// NVML is asked for GPUs when useNVML says so.
@@ -68,7 +69,7 @@ func OpenNode(opts NodeOptions) (*Node, error) {
 	}
 	n.host = opts.Host
 	if n.host == nil {
-		h, err := nic.OpenHost(opts.Netns)
+		h, err := linkengine.OpenHost(opts.Netns)
 		if err != nil {
 			return nil, err
 		}
@@ -105,7 +106,7 @@ func (n *Node) SetConfig(cfg Config) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.cfg, n.fs, n.stale = cfg, fs, true
-	n.link = &nic.LinkEngine{Host: n.host, StateDir: cfg.StateDir, Range: cfg.LinkRange()}
+	n.link = &linkengine.Engine{Host: n.host, StateDir: cfg.StateDir, Range: cfg.LinkRange()}
 	return nil
 }
 
@@ -183,7 +184,7 @@ func (n *Node) Refresh() error {
 		return nil
 	}
 	inv, err := discover(cfg, fs, n.nvml, n.host.LinkExists)
-	var desired []nic.RailLink
+	var desired []linkengine.RailLink
 	var unmanaged []string
 	if err == nil {
 		desired, unmanaged, err = DesiredLinks(cfg, inv)
@@ -202,7 +203,7 @@ func (n *Node) Refresh() error {
 }
 
 // Snapshot is the last good inventory and desired rails.
-func (n *Node) Snapshot() (*Inventory, []nic.RailLink, []string) {
+func (n *Node) Snapshot() (*Inventory, []linkengine.RailLink, []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.inv, n.desired, n.unmanaged
@@ -241,9 +242,9 @@ func (n *Node) Plan() (*PlanReport, error) {
 // plan, results and what is left of the plan afterwards.
 type Applied struct {
 	Inventory *Inventory
-	Desired   []nic.RailLink
+	Desired   []linkengine.RailLink
 	Unmanaged []string
-	Link      nic.ApplyResult
+	Link      linkengine.ApplyResult
 	Profile   qos.Profile
 	// QoSPlan, QoSResults and QoSAfter are nil without a qos section.
 	QoSPlan    *qos.Plan
@@ -293,7 +294,7 @@ func (n *Node) Apply() (*Applied, error) {
 
 // Teardown removes (or with dryRun lists) everything the agent owns in the
 // rails' namespace.
-func (n *Node) Teardown(dryRun bool) (nic.TeardownResult, error) {
+func (n *Node) Teardown(dryRun bool) (linkengine.TeardownResult, error) {
 	n.mu.Lock()
 	link := n.link
 	n.mu.Unlock()
@@ -324,11 +325,11 @@ func (n *Node) Observe(a *Applied, version string) *NodeStatus {
 	n.mu.Lock()
 	cfg, fs := n.cfg, n.fs
 	n.mu.Unlock()
-	linkRes := map[int]*nic.RailResult{}
+	linkRes := map[int]*linkengine.RailResult{}
 	for i := range a.Link.Rails {
 		linkRes[a.Link.Rails[i].Rail] = &a.Link.Rails[i]
 	}
-	desiredOf := map[int]*nic.RailLink{}
+	desiredOf := map[int]*linkengine.RailLink{}
 	for i := range a.Desired {
 		desiredOf[a.Desired[i].Rail] = &a.Desired[i]
 	}

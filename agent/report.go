@@ -6,18 +6,18 @@ import (
 	"io"
 	"sort"
 
-	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 	"github.com/roce-agent/roce-agent/qos"
 )
 
 // PlanReport is what `roce-agent plan` prints.
 type PlanReport struct {
-	Rails       []nic.RailLink    `json:"-"`
-	Changes     []ChangeJSON      `json:"changes"`
-	Conflicts   []ConflictJSON    `json:"conflicts"`
-	Unsupported []UnsupportedJSON `json:"unsupported"`
-	Errors      []string          `json:"errors"`
-	Unmanaged   []string          `json:"unmanaged"`
+	Rails       []linkengine.RailLink `json:"-"`
+	Changes     []ChangeJSON          `json:"changes"`
+	Conflicts   []ConflictJSON        `json:"conflicts"`
+	Unsupported []UnsupportedJSON     `json:"unsupported"`
+	Errors      []string              `json:"errors"`
+	Unmanaged   []string              `json:"unmanaged"`
 }
 
 // UnsupportedJSON is a QoS group a rail NIC cannot do, and why.
@@ -61,7 +61,7 @@ type ConflictJSON struct {
 }
 
 // NewPlanReport wraps a plan for output.
-func NewPlanReport(rails []nic.RailLink, plan nic.LinkPlan, unmanaged []string) *PlanReport {
+func NewPlanReport(rails []linkengine.RailLink, plan linkengine.LinkPlan, unmanaged []string) *PlanReport {
 	r := &PlanReport{Rails: rails, Changes: []ChangeJSON{}, Conflicts: []ConflictJSON{}, Unsupported: []UnsupportedJSON{}, Errors: []string{}, Unmanaged: nonNil(unmanaged)}
 	for _, c := range plan.Changes {
 		r.Changes = append(r.Changes, ChangeJSON{c.Rail, c.Netdev, string(c.Kind), c.Command})
@@ -166,7 +166,7 @@ type TeardownReport struct {
 }
 
 // NewTeardownReport wraps a teardown result for output.
-func NewTeardownReport(res nic.TeardownResult, dryRun bool) *TeardownReport {
+func NewTeardownReport(res linkengine.TeardownResult, dryRun bool) *TeardownReport {
 	r := &TeardownReport{DryRun: dryRun, Planned: nonNil(res.Planned), Removed: nonNil(res.Removed), Errors: []string{}}
 	for _, e := range res.Errs {
 		r.Errors = append(r.Errors, e.Error())
@@ -222,7 +222,7 @@ type RailResultJSON struct {
 }
 
 // NewApplyReport wraps an apply result for output.
-func NewApplyReport(res nic.ApplyResult, unmanaged []string) *ApplyReport {
+func NewApplyReport(res linkengine.ApplyResult, unmanaged []string) *ApplyReport {
 	r := &ApplyReport{Converged: res.Converged(), Rails: []RailResultJSON{}, Unsupported: []UnsupportedJSON{}, Cleanup: nonNil(res.Cleanup), Errors: []string{}, Writes: res.Writes, Unmanaged: nonNil(unmanaged)}
 	for _, rr := range res.Rails {
 		j := RailResultJSON{Rail: rr.Rail, Netdev: rr.Netdev, Converged: rr.Converged, Applied: nonNil(rr.Applied), Conflict: rr.Conflict}

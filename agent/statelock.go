@@ -8,9 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 	"golang.org/x/sys/unix"
-
-	"github.com/roce-agent/roce-agent/nic"
 )
 
 // LockFile is the name of the state directory's lock under it.
@@ -141,7 +140,7 @@ func removeStaleTemps(dir string) {
 		if !e.Type().IsRegular() || !strings.HasPrefix(name, ".") {
 			continue
 		}
-		for _, base := range []string{nic.OwnedFile, DesiredFile, NCCLEnvFile} {
+		for _, base := range []string{linkengine.OwnedFile, DesiredFile, NCCLEnvFile} {
 			if strings.HasPrefix(name, "."+base+".") {
 				_ = os.Remove(filepath.Join(dir, name))
 			}

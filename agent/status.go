@@ -2,9 +2,11 @@ package agent
 
 import (
 	"fmt"
-	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"net/netip"
 	"time"
+
+	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 
 	"github.com/roce-agent/roce-agent/gpu"
 	"github.com/roce-agent/roce-agent/nic"
@@ -64,7 +66,7 @@ func cond(typ v1.ConditionType, ok bool, reason, msg string) Condition {
 // railConditions derives a rail's conditions from the inventory, the
 // link engine's result and desired state, the QoS plan after apply, and
 // the GID table.
-func railConditions(inv *Inventory, r gpu.Rail, desired *nic.RailLink, link *nic.RailResult, profile qos.Profile, qosPlan *qos.Plan, fs *nic.FS, netdev nic.NetdevState, netdevErr error) (RailStatus, []Condition) {
+func railConditions(inv *Inventory, r gpu.Rail, desired *linkengine.RailLink, link *linkengine.RailResult, profile qos.Profile, qosPlan *qos.Plan, fs *nic.FS, netdev nic.NetdevState, netdevErr error) (RailStatus, []Condition) {
 	rs := RailStatus{Rail: r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice, GIDIndexIPv4: -1, GIDIndexIPv6: -1}
 	var out []Condition
 	if netdevErr != nil {

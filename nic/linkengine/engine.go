@@ -1,4 +1,4 @@
-package nic
+package linkengine
 
 import (
 	"errors"
@@ -86,10 +86,10 @@ func (r ApplyResult) Converged() bool {
 	return len(r.Errs) == 0
 }
 
-// LinkEngine reconciles rail links towards the desired state. It is safe
+// Engine reconciles rail links towards the desired state. It is safe
 // for one caller at a time per namespace; the daemon calls Reconcile on
 // every netlink event and on a timer.
-type LinkEngine struct {
+type Engine struct {
 	Host     LiveHost
 	StateDir string
 	Range    TableRange
@@ -102,7 +102,7 @@ type LinkEngine struct {
 }
 
 // loadOwned returns the cached ownership record, reading it the first time.
-func (e *LinkEngine) loadOwned() (Owned, error) {
+func (e *Engine) loadOwned() (Owned, error) {
 	if e.owned == nil {
 		o, err := LoadOwned(e.StateDir)
 		if err != nil {
@@ -114,7 +114,7 @@ func (e *LinkEngine) loadOwned() (Owned, error) {
 }
 
 // saveOwned writes the record and updates the cache.
-func (e *LinkEngine) saveOwned(o Owned) error {
+func (e *Engine) saveOwned(o Owned) error {
 	if err := SaveOwned(e.StateDir, o); err != nil {
 		e.owned = nil // unknown state on disk: read it again next time
 		return err
@@ -141,7 +141,7 @@ func (e *EmptyDesiredError) Error() string {
 // Plan reads the live state and returns what Apply would do, changing
 // nothing. A *ValidationError says why the desired state cannot apply; an
 // *EmptyDesiredError refuses no rails while the agent owns state.
-func (e *LinkEngine) Plan(desired []RailLink) (LinkPlan, error) {
+func (e *Engine) Plan(desired []RailLink) (LinkPlan, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	_, _, plan, err := e.plan(desired)
@@ -149,7 +149,7 @@ func (e *LinkEngine) Plan(desired []RailLink) (LinkPlan, error) {
 }
 
 // plan reads the record and the live state, validates and plans.
-func (e *LinkEngine) plan(desired []RailLink) (Owned, LiveState, LinkPlan, error) {
+func (e *Engine) plan(desired []RailLink) (Owned, LiveState, LinkPlan, error) {
 	owned, err := e.loadOwned()
 	if err != nil {
 		return owned, LiveState{}, LinkPlan{}, err
@@ -185,7 +185,7 @@ type TeardownResult struct {
 // Teardown removes everything the agent owns in the namespace (routes,
 // rules, then addresses; see PlanTeardown), or with dryRun only lists it.
 // It is the only path that removes state without a desired rail.
-func (e *LinkEngine) Teardown(dryRun bool) (TeardownResult, error) {
+func (e *Engine) Teardown(dryRun bool) (TeardownResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var res TeardownResult
@@ -237,7 +237,7 @@ func (e *LinkEngine) Teardown(dryRun bool) (TeardownResult, error) {
 // whose change fails stops there; the other rails go on. Addresses are
 // entered in the ownership record before they are added, so a crash never
 // leaves an address the agent added but does not know it owns.
-func (e *LinkEngine) Reconcile(desired []RailLink) (ApplyResult, error) {
+func (e *Engine) Reconcile(desired []RailLink) (ApplyResult, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	res := ApplyResult{Drift: map[ChangeKind]int{}}

@@ -1,4 +1,4 @@
-package nic_test
+package linkengine_test
 
 import (
 	"errors"
@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/roce-agent/roce-agent/nic"
-	"github.com/roce-agent/roce-agent/nic/linktest"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
+	"github.com/roce-agent/roce-agent/nic/linkengine/linktest"
 )
 
 // The unit tier of the link engine: Reconcile, drift counting, conflicts,
@@ -18,26 +18,26 @@ import (
 // no root needed. The privileged tier (engine_linux_test.go) proves the
 // same against the kernel.
 
-func fakeRails(n int) []nic.RailLink {
-	var out []nic.RailLink
+func fakeRails(n int) []linkengine.RailLink {
+	var out []linkengine.RailLink
 	for i := 0; i < n; i++ {
-		r := nic.RailLink{Rail: i, Netdev: fmt.Sprintf("rail%d", i), MTU: 9000, Table: 1000 + i, RulePriority: 1000 + i,
+		r := linkengine.RailLink{Rail: i, Netdev: fmt.Sprintf("rail%d", i), MTU: 9000, Table: 1000 + i, RulePriority: 1000 + i,
 			IPv4:   netip.MustParsePrefix(fmt.Sprintf("10.0.%d.1/31", i)),
 			IPv6:   netip.MustParsePrefix(fmt.Sprintf("fc00:0:0:%x::1/127", i+1)),
 			Routes: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/16"), netip.MustParsePrefix("fc00:200::/64")}}
-		r.IPv4Leaf, r.IPv6Leaf = nic.PeerAddr(r.IPv4), nic.PeerAddr(r.IPv6)
+		r.IPv4Leaf, r.IPv6Leaf = linkengine.PeerAddr(r.IPv4), linkengine.PeerAddr(r.IPv6)
 		out = append(out, r)
 	}
 	return out
 }
 
-func fakeEngine(t *testing.T, rails int) (*nic.LinkEngine, *linktest.Host) {
+func fakeEngine(t *testing.T, rails int) (*linkengine.Engine, *linktest.Host) {
 	t.Helper()
 	h := linktest.New()
 	for i := 0; i < rails; i++ {
 		h.AddLink(fmt.Sprintf("rail%d", i), 1500)
 	}
-	return &nic.LinkEngine{Host: h, StateDir: t.TempDir(), Range: nic.TableRange{TableBase: 1000, PriorityBase: 1000, Size: 256}}, h
+	return &linkengine.Engine{Host: h, StateDir: t.TempDir(), Range: linkengine.TableRange{TableBase: 1000, PriorityBase: 1000, Size: 256}}, h
 }
 
 func TestFakeReconcileConvergesQuietly(t *testing.T) {
@@ -70,7 +70,7 @@ func TestFakeDriftIsCountedByKind(t *testing.T) {
 	if err != nil || !res.Converged() {
 		t.Fatalf("repair: %v %+v", err, res)
 	}
-	want := map[nic.ChangeKind]int{nic.LinkMTU: 1, nic.AddrAdd: 1, nic.RuleAdd: 2, nic.RouteSet: 2, nic.SysctlSet: 1}
+	want := map[linkengine.ChangeKind]int{linkengine.LinkMTU: 1, linkengine.AddrAdd: 1, linkengine.RuleAdd: 2, linkengine.RouteSet: 2, linkengine.SysctlSet: 1}
 	if fmt.Sprint(res.Drift) != fmt.Sprint(want) {
 		t.Errorf("drift = %v, want %v", res.Drift, want)
 	}
@@ -105,8 +105,8 @@ func TestFakeForeignAddressHoldsBackOneFamily(t *testing.T) {
 
 func TestFakeFailedWriteStopsOnlyItsRail(t *testing.T) {
 	eng, h := fakeEngine(t, 3)
-	h.Fail = func(c nic.Change) error {
-		if c.Rail == 1 && c.Kind == nic.RuleAdd {
+	h.Fail = func(c linkengine.Change) error {
+		if c.Rail == 1 && c.Kind == linkengine.RuleAdd {
 			return unix.EPERM
 		}
 		return nil
@@ -127,9 +127,9 @@ func TestFakeEmptyDesiredAndTeardown(t *testing.T) {
 	}
 	h.Writes()
 	// Someone else's rule, marked 171 but outside the priority range.
-	h.AddRule(nic.Rule{Priority: 900, Src: netip.MustParsePrefix("10.9.9.9/32"), Table: 1001, Protocol: nic.RouteProtocol})
-	fresh := &nic.LinkEngine{Host: h, StateDir: t.TempDir(), Range: eng.Range}
-	var ed *nic.EmptyDesiredError
+	h.AddRule(linkengine.Rule{Priority: 900, Src: netip.MustParsePrefix("10.9.9.9/32"), Table: 1001, Protocol: linkengine.RouteProtocol})
+	fresh := &linkengine.Engine{Host: h, StateDir: t.TempDir(), Range: eng.Range}
+	var ed *linkengine.EmptyDesiredError
 	if _, err := fresh.Reconcile(nil); !errors.As(err, &ed) || len(ed.Owned) != 16 {
 		t.Errorf("empty desired: %v", err)
 	}
@@ -186,7 +186,7 @@ func TestFakeStaleRecordClaimsNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, w := range h.Writes() {
-				if w.Kind == nic.AddrDel && w.Addr.String() == "10.0.1.1/31" {
+				if w.Kind == linkengine.AddrDel && w.Addr.String() == "10.0.1.1/31" {
 					t.Errorf("the operator's address was deleted: %s", w.Command)
 				}
 			}

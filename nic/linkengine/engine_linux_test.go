@@ -1,4 +1,4 @@
-package nic
+package linkengine
 
 import (
 	"errors"
@@ -26,14 +26,14 @@ func labRails(n int) []RailLink {
 	return out
 }
 
-func newEngine(t *testing.T, lab *nettest.Lab) (*LinkEngine, *Host) {
+func newEngine(t *testing.T, lab *nettest.Lab) (*Engine, *Host) {
 	t.Helper()
 	host, err := OpenHost(lab.Host.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(host.Close)
-	return &LinkEngine{Host: host, StateDir: t.TempDir(), Range: TableRange{TableBase: 1000, PriorityBase: 1000, Size: 256}}, host
+	return &Engine{Host: host, StateDir: t.TempDir(), Range: TableRange{TableBase: 1000, PriorityBase: 1000, Size: 256}}, host
 }
 
 // TestApplyEightRails is the link engine on a host namespace with 8 veth
@@ -253,7 +253,7 @@ func TestEmptyDesiredRemovesNothing(t *testing.T) {
 
 	// A fresh engine on an empty state directory: ownership comes from
 	// the kernel alone.
-	eng = &LinkEngine{Host: eng.Host, StateDir: t.TempDir(), Range: eng.Range}
+	eng = &Engine{Host: eng.Host, StateDir: t.TempDir(), Range: eng.Range}
 	w := nettest.Watch(t, lab.Host)
 	_, err := eng.Reconcile(nil)
 	_, perr := eng.Plan(nil)

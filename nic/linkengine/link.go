@@ -1,4 +1,4 @@
-package nic
+package linkengine
 
 import (
 	"fmt"

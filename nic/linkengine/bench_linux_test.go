@@ -1,4 +1,4 @@
-package nic
+package linkengine
 
 import (
 	"os"
@@ -30,7 +30,7 @@ func planFor(b *testing.B, lab *nettest.Lab, rails []RailLink) (ip4, ip6, sysctl
 		b.Fatal(err)
 	}
 	defer host.Close()
-	eng := &LinkEngine{Host: host, StateDir: b.TempDir(), Range: TableRange{1000, 1000, 256}}
+	eng := &Engine{Host: host, StateDir: b.TempDir(), Range: TableRange{1000, 1000, 256}}
 	plan, err := eng.Plan(rails)
 	if err != nil {
 		b.Fatal(err)
@@ -76,7 +76,7 @@ func BenchmarkApplyFromClean(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		eng := &LinkEngine{Host: host, StateDir: b.TempDir(), Range: TableRange{1000, 1000, 256}}
+		eng := &Engine{Host: host, StateDir: b.TempDir(), Range: TableRange{1000, 1000, 256}}
 		b.StartTimer()
 		start := time.Now()
 		res, err := eng.Reconcile(rails)
@@ -131,7 +131,7 @@ func BenchmarkApplyFromClean(b *testing.B) {
 }
 
 // convergedLab is an 8-rail lab the engine has converged.
-func convergedLab(b *testing.B) (*nettest.Lab, *Host, *LinkEngine, []RailLink) {
+func convergedLab(b *testing.B) (*nettest.Lab, *Host, *Engine, []RailLink) {
 	b.Helper()
 	nettest.RequireRoot(b)
 	lab := nettest.NewLab(b, 8)
@@ -140,7 +140,7 @@ func convergedLab(b *testing.B) (*nettest.Lab, *Host, *LinkEngine, []RailLink) {
 		b.Fatal(err)
 	}
 	b.Cleanup(host.Close)
-	eng := &LinkEngine{Host: host, StateDir: b.TempDir(), Range: TableRange{1000, 1000, 256}}
+	eng := &Engine{Host: host, StateDir: b.TempDir(), Range: TableRange{1000, 1000, 256}}
 	rails := labRails(8)
 	if res, err := eng.Reconcile(rails); err != nil || !res.Converged() {
 		b.Fatal(err, res.Err())

@@ -1,5 +1,5 @@
 // Package linktest is a recording, in-memory rails namespace for the unit
-// tier: it implements nic.RailHost the way the kernel behaves for what the
+// tier: it implements linkengine.RailHost the way the kernel behaves for what the
 // link engine does (links, addresses marked with their protocol, policy
 // rules, routes in tables, per-interface sysctls), records every write, and
 // can fail a chosen write. The link engine, drift counting and the
@@ -12,9 +12,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 	"golang.org/x/sys/unix"
-
-	"github.com/roce-agent/roce-agent/nic"
 )
 
 // Link is one netdev of the fake namespace.
@@ -33,19 +32,19 @@ type Host struct {
 	mu      sync.Mutex
 	links   map[string]*Link
 	next    int
-	routes  []nic.Route
-	rules   []nic.Rule
+	routes  []linkengine.Route
+	rules   []linkengine.Rule
 	sysctls map[string]string
-	writes  []nic.Change
+	writes  []linkengine.Change
 	// Fail, when set, is asked before each write; an error fails it (as
 	// the kernel would) and nothing is changed.
-	Fail func(nic.Change) error
+	Fail func(linkengine.Change) error
 	// NoAddrProto makes the fake a kernel before 5.18: addresses carry
 	// no IFA_PROTO and ownership falls back to the record.
 	NoAddrProto bool
 }
 
-var _ nic.RailHost = (*Host)(nil)
+var _ linkengine.RailHost = (*Host)(nil)
 
 // New returns an empty namespace.
 func New() *Host {
@@ -71,7 +70,7 @@ func (h *Host) DelLink(name string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.links, name)
-	h.routes = filter(h.routes, func(r nic.Route) bool { return r.Dev != name })
+	h.routes = filter(h.routes, func(r linkengine.Route) bool { return r.Dev != name })
 }
 
 // AddForeignAddr adds an address someone else added (no agent protocol).
@@ -91,7 +90,7 @@ func (h *Host) DelAddr(netdev, cidr string) {
 }
 
 // AddRule adds a policy rule by hand.
-func (h *Host) AddRule(r nic.Rule) {
+func (h *Host) AddRule(r linkengine.Rule) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.rules = append(h.rules, r)
@@ -101,7 +100,7 @@ func (h *Host) AddRule(r nic.Rule) {
 func (h *Host) DelRule(priority int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.rules = filter(h.rules, func(r nic.Rule) bool { return r.Priority != priority })
+	h.rules = filter(h.rules, func(r linkengine.Rule) bool { return r.Priority != priority })
 }
 
 // SetMTU changes a netdev's MTU by hand.
@@ -140,21 +139,21 @@ func (h *Host) Link(name string) *Link {
 }
 
 // Routes and Rules return copies of the namespace's routes and rules.
-func (h *Host) Routes() []nic.Route {
+func (h *Host) Routes() []linkengine.Route {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]nic.Route(nil), h.routes...)
+	return append([]linkengine.Route(nil), h.routes...)
 }
 
 // Rules returns a copy of the namespace's policy rules.
-func (h *Host) Rules() []nic.Rule {
+func (h *Host) Rules() []linkengine.Rule {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]nic.Rule(nil), h.rules...)
+	return append([]linkengine.Rule(nil), h.rules...)
 }
 
 // Writes returns the writes made so far and forgets them.
-func (h *Host) Writes() []nic.Change {
+func (h *Host) Writes() []linkengine.Change {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	w := h.writes
@@ -162,13 +161,13 @@ func (h *Host) Writes() []nic.Change {
 	return w
 }
 
-// ReadLive is nic.Host.ReadLive on the fake: the named links and those
+// ReadLive is linkengine.Host.ReadLive on the fake: the named links and those
 // holding a marked address, routes of the range's tables, every rule, and
 // the desired rails' sysctls.
-func (h *Host) ReadLive(desired []nic.RailLink, owned nic.Owned, tr nic.TableRange) (nic.LiveState, error) {
+func (h *Host) ReadLive(desired []linkengine.RailLink, owned linkengine.Owned, tr linkengine.TableRange) (linkengine.LiveState, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	live := nic.LiveState{Links: map[string]nic.Link{}, Sysctls: map[string]string{}, AddrProto: !h.NoAddrProto}
+	live := linkengine.LiveState{Links: map[string]linkengine.Link{}, Sysctls: map[string]string{}, AddrProto: !h.NoAddrProto}
 	names := map[string]bool{}
 	for _, r := range desired {
 		names[r.Netdev] = true
@@ -178,7 +177,7 @@ func (h *Host) ReadLive(desired []nic.RailLink, owned nic.Owned, tr nic.TableRan
 	}
 	for name, l := range h.links {
 		if names[name] || len(l.Marked) > 0 {
-			live.Links[name] = nic.Link{Name: name, Index: l.Index, Up: l.Up, MTU: l.MTU, MaxMTU: l.MaxMTU,
+			live.Links[name] = linkengine.Link{Name: name, Index: l.Index, Up: l.Up, MTU: l.MTU, MaxMTU: l.MaxMTU,
 				Addrs: append([]netip.Prefix(nil), l.Addrs...), MarkedAddrs: append([]netip.Prefix(nil), l.Marked...)}
 		}
 	}
@@ -201,7 +200,7 @@ func (h *Host) ReadLive(desired []nic.RailLink, owned nic.Owned, tr nic.TableRan
 
 // Apply makes the changes in order, as the kernel would, stopping at the
 // first that fails.
-func (h *Host) Apply(cs []nic.Change) (int, error) {
+func (h *Host) Apply(cs []linkengine.Change) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i, c := range cs {
@@ -218,9 +217,9 @@ func (h *Host) Apply(cs []nic.Change) (int, error) {
 	return len(cs), nil
 }
 
-func (h *Host) apply(c nic.Change) error {
+func (h *Host) apply(c linkengine.Change) error {
 	switch c.Kind {
-	case nic.RuleAdd:
+	case linkengine.RuleAdd:
 		for _, r := range h.rules {
 			if r == c.Rule {
 				return nil
@@ -228,9 +227,9 @@ func (h *Host) apply(c nic.Change) error {
 		}
 		h.rules = append(h.rules, c.Rule)
 		return nil
-	case nic.RuleDel:
+	case linkengine.RuleDel:
 		n := len(h.rules)
-		h.rules = filter(h.rules, func(r nic.Rule) bool { return r != c.Rule })
+		h.rules = filter(h.rules, func(r linkengine.Rule) bool { return r != c.Rule })
 		if len(h.rules) == n {
 			return unix.ENOENT
 		}
@@ -241,16 +240,16 @@ func (h *Host) apply(c nic.Change) error {
 		return fmt.Errorf("link %s (index %d): %w", c.Netdev, c.LinkIndex, unix.ENODEV)
 	}
 	switch c.Kind {
-	case nic.LinkUp:
+	case linkengine.LinkUp:
 		l.Up = true
-	case nic.LinkMTU:
+	case linkengine.LinkMTU:
 		if c.MTU > l.MaxMTU {
 			return unix.EINVAL
 		}
 		l.MTU = c.MTU
-	case nic.SysctlSet:
+	case linkengine.SysctlSet:
 		h.sysctls[c.Sysctl] = c.Value
-	case nic.AddrAdd:
+	case linkengine.AddrAdd:
 		for _, a := range l.Addrs {
 			if a == c.Addr {
 				return nil
@@ -260,19 +259,19 @@ func (h *Host) apply(c nic.Change) error {
 		if !h.NoAddrProto {
 			l.Marked = append(l.Marked, c.Addr)
 		}
-	case nic.AddrDel:
+	case linkengine.AddrDel:
 		if !h.delAddr(c.Netdev, c.Addr) {
 			return unix.EADDRNOTAVAIL
 		}
-	case nic.RouteSet:
+	case linkengine.RouteSet:
 		rt := c.Route
 		rt.Dev = c.Netdev
-		h.routes = filter(h.routes, func(r nic.Route) bool { return r.Table != rt.Table || r.Dst != rt.Dst })
+		h.routes = filter(h.routes, func(r linkengine.Route) bool { return r.Table != rt.Table || r.Dst != rt.Dst })
 		h.routes = append(h.routes, rt)
 		sort.SliceStable(h.routes, func(i, j int) bool { return h.routes[i].Table < h.routes[j].Table })
-	case nic.RouteDel:
+	case linkengine.RouteDel:
 		n := len(h.routes)
-		h.routes = filter(h.routes, func(r nic.Route) bool { return r.Table != c.Route.Table || r.Dst != c.Route.Dst })
+		h.routes = filter(h.routes, func(r linkengine.Route) bool { return r.Table != c.Route.Table || r.Dst != c.Route.Dst })
 		if len(h.routes) == n {
 			return unix.ESRCH
 		}
@@ -292,7 +291,7 @@ func (h *Host) delAddr(netdev string, p netip.Prefix) bool {
 	n := len(l.Addrs)
 	l.Addrs = filter(l.Addrs, func(a netip.Prefix) bool { return a != p })
 	l.Marked = filter(l.Marked, func(a netip.Prefix) bool { return a != p })
-	h.routes = filter(h.routes, func(r nic.Route) bool {
+	h.routes = filter(h.routes, func(r linkengine.Route) bool {
 		return r.Dev != netdev || (r.Src != p.Addr() && !(r.Gw.IsValid() && p.Masked().Contains(r.Gw)))
 	})
 	return len(l.Addrs) < n
@@ -307,14 +306,14 @@ func (h *Host) LinkExists(name string) bool {
 }
 
 // LinkState is the netdev's state: up when set up (a fake has carrier).
-func (h *Host) LinkState(name string) (nic.LinkState, error) {
+func (h *Host) LinkState(name string) (linkengine.LinkState, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	l, ok := h.links[name]
 	if !ok {
-		return nic.LinkState{}, fmt.Errorf("find %s: %w", name, unix.ENODEV)
+		return linkengine.LinkState{}, fmt.Errorf("find %s: %w", name, unix.ENODEV)
 	}
-	return nic.LinkState{Up: l.Up, MTU: l.MTU}, nil
+	return linkengine.LinkState{Up: l.Up, MTU: l.MTU}, nil
 }
 
 // Do runs fn: the fake has no namespace to enter.

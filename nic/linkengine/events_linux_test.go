@@ -1,4 +1,4 @@
-package nic
+package linkengine
 
 import (
 	"fmt"
@@ -335,7 +335,7 @@ func evGoroutines() int {
 	}
 	count := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "nic.subscribeRuleAndNetconf") || strings.Contains(g, "nic.receiveRuleAndNetconf") {
+		if strings.Contains(g, "linkengine.subscribeRuleAndNetconf") || strings.Contains(g, "linkengine.receiveRuleAndNetconf") {
 			count++
 		}
 	}
