@@ -11,7 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
-	"github.com/roce-agent/roce-agent/gpu"
+	"github.com/roce-agent/roce-agent/gpu/topology"
 	"github.com/roce-agent/roce-agent/nic"
 	"github.com/roce-agent/roce-agent/qos"
 )
@@ -132,13 +132,13 @@ func (c Config) Validate() error {
 
 // Pins returns the rail pins of the configuration: the rails[] entries
 // that name a netdev or an RDMA device.
-func (c Config) Pins() []gpu.RailPin {
-	pins := make([]gpu.RailPin, 0, len(c.Rails))
+func (c Config) Pins() []topology.RailPin {
+	pins := make([]topology.RailPin, 0, len(c.Rails))
 	for _, r := range c.Rails {
 		if r.Rail == nil || (r.Netdev == "" && r.RDMADevice == "") {
 			continue
 		}
-		pins = append(pins, gpu.RailPin{Rail: *r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice})
+		pins = append(pins, topology.RailPin{Rail: *r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice})
 	}
 	return pins
 }

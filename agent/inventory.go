@@ -9,6 +9,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/roce-agent/roce-agent/gpu"
+	"github.com/roce-agent/roce-agent/gpu/topology"
 	"github.com/roce-agent/roce-agent/nic"
 )
 
@@ -20,17 +21,17 @@ const InventorySchema = "roce-agent.inventory/v1"
 // every GPU x NIC pair, the rails and what looks wrong. Its JSON form is a
 // public contract, documented in docs/inventory.md.
 type Inventory struct {
-	Schema    string         `json:"schema"`
-	Node      string         `json:"node"`
-	SysfsRoot string         `json:"sysfs_root"`
-	GPUSource string         `json:"gpu_source"`
-	NVML      gpu.NVMLStatus `json:"nvml"`
-	GPUs      []gpu.GPU      `json:"gpus"`
-	NICs      []nic.NIC      `json:"nics"`
-	Affinity  []gpu.Affinity `json:"affinity"`
-	Rails     []gpu.Rail     `json:"rails"`
-	NonRail   []gpu.NonRail  `json:"non_rail"`
-	Warnings  []string       `json:"warnings"`
+	Schema    string              `json:"schema"`
+	Node      string              `json:"node"`
+	SysfsRoot string              `json:"sysfs_root"`
+	GPUSource string              `json:"gpu_source"`
+	NVML      gpu.NVMLStatus      `json:"nvml"`
+	GPUs      []gpu.GPU           `json:"gpus"`
+	NICs      []nic.NIC           `json:"nics"`
+	Affinity  []topology.Affinity `json:"affinity"`
+	Rails     []topology.Rail     `json:"rails"`
+	NonRail   []topology.NonRail  `json:"non_rail"`
+	Warnings  []string            `json:"warnings"`
 }
 
 // InventoryOptions says where to read the inventory from.
@@ -41,7 +42,7 @@ type InventoryOptions struct {
 	Lister nic.DeviceLister
 	// NVML is asked for GPUs when set; nil means a sysfs PCI scan only.
 	NVML nvml.Interface
-	Pins []gpu.RailPin
+	Pins []topology.RailPin
 	// NetdevExists says whether a pinned netdev without an RDMA device
 	// exists; nil checks /class/net of the tree. The daemon passes a
 	// netlink lookup in the rails' namespace.
@@ -69,7 +70,7 @@ func DiscoverInventory(opts InventoryOptions) (*Inventory, error) {
 	if netdevExists == nil {
 		netdevExists = func(name string) bool { return opts.FS.Exists(path.Join("/class/net", name)) }
 	}
-	rails, nonRail, err := gpu.AssignRails(gpus.GPUs, nics, opts.Pins, netdevExists)
+	rails, nonRail, err := topology.AssignRails(gpus.GPUs, nics, opts.Pins, netdevExists)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +82,7 @@ func DiscoverInventory(opts InventoryOptions) (*Inventory, error) {
 		NVML:      gpus.NVML,
 		GPUs:      nonNil(gpus.GPUs),
 		NICs:      nonNil(nics),
-		Affinity:  nonNil(gpu.AffinityMatrix(gpus.GPUs, nics)),
+		Affinity:  nonNil(topology.AffinityMatrix(gpus.GPUs, nics)),
 		Rails:     nonNil(rails),
 		NonRail:   nonNil(nonRail),
 	}
@@ -118,7 +119,7 @@ func (inv *Inventory) topologyWarnings() []string {
 			out = append(out, fmt.Sprintf("rail-missing: rail %d is pinned to a device the host does not have: %s; only this rail fails", r.Rail, r.Missing))
 			continue
 		}
-		if len(r.GPUs) > 0 && r.Level > gpu.LevelPXB {
+		if len(r.GPUs) > 0 && r.Level > topology.LevelPXB {
 			out = append(out, fmt.Sprintf("rail-affinity: rail %d (%s) is %s from GPU %s; want PIX or PXB", r.Rail, name, r.Level, joinInts(r.GPUs)))
 		}
 		n := inv.NIC(r.RDMADevice)
@@ -174,7 +175,7 @@ func (inv *Inventory) countWarnings() []string {
 	}
 	for _, n := range inv.NonRail {
 		for _, a := range inv.Affinity {
-			if a.RDMADevice == n.RDMADevice && a.Level == gpu.LevelPIX {
+			if a.RDMADevice == n.RDMADevice && a.Level == topology.LevelPIX {
 				out = append(out, fmt.Sprintf("gpu-nic-count: %d GPUs and %d rails, but non-rail NIC %s shares a PCIe switch with GPU %d", g, len(inv.Rails), n.RDMADevice, a.GPU))
 				break
 			}
@@ -183,7 +184,7 @@ func (inv *Inventory) countWarnings() []string {
 	return out
 }
 
-func railName(r gpu.Rail) string {
+func railName(r topology.Rail) string {
 	if r.RDMADevice != "" {
 		return r.RDMADevice
 	}
@@ -206,12 +207,12 @@ func orDash(s string) string {
 }
 
 // sortedLevels lists the levels present, for the table legend.
-func sortedLevels(aff []gpu.Affinity) []gpu.Level {
-	seen := map[gpu.Level]bool{}
+func sortedLevels(aff []topology.Affinity) []topology.Level {
+	seen := map[topology.Level]bool{}
 	for _, a := range aff {
 		seen[a.Level] = true
 	}
-	var out []gpu.Level
+	var out []topology.Level
 	for l := range seen {
 		out = append(out, l)
 	}

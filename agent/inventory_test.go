@@ -11,8 +11,8 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
-	"github.com/roce-agent/roce-agent/gpu"
 	"github.com/roce-agent/roce-agent/gpu/gputest"
+	"github.com/roce-agent/roce-agent/gpu/topology"
 	"github.com/roce-agent/roce-agent/nic"
 	"github.com/roce-agent/roce-agent/nic/sysfstest"
 )
@@ -29,7 +29,7 @@ type goldenCase struct {
 	name string
 	host string
 	nvml nvml.Interface
-	pins []gpu.RailPin
+	pins []topology.RailPin
 }
 
 var goldenCases = []goldenCase{
@@ -39,7 +39,7 @@ var goldenCases = []goldenCase{
 	{name: "dgx-h100-nvml-library-not-found", host: "dgx-h100", nvml: gputest.Failing(nvml.ERROR_LIBRARY_NOT_FOUND)},
 	{name: "mixed-vendor", host: "mixed-vendor"},
 	{name: "soft-roce", host: "soft-roce"},
-	{name: "soft-roce-pinned", host: "soft-roce", pins: []gpu.RailPin{{Rail: 0, Netdev: "vethA"}, {Rail: 1, RDMADevice: "rxe1"}}},
+	{name: "soft-roce-pinned", host: "soft-roce", pins: []topology.RailPin{{Rail: 0, Netdev: "vethA"}, {Rail: 1, RDMADevice: "rxe1"}}},
 	{name: "empty", host: "empty"},
 }
 
@@ -142,11 +142,11 @@ func TestInventoryPinErrors(t *testing.T) {
 	// A pinned device the host does not have fails only its rail: the
 	// inventory keeps every NIC and says which rail is missing.
 	for _, tc := range []struct {
-		pins []gpu.RailPin
+		pins []topology.RailPin
 		want string
 	}{
-		{[]gpu.RailPin{{Rail: 2, Netdev: "vethZ"}}, `rail-missing: rail 2 is pinned to a device the host does not have: netdev "vethZ" does not exist; only this rail fails`},
-		{[]gpu.RailPin{{Rail: 0, RDMADevice: "mlx5_0"}}, `rail-missing: rail 0 is pinned to a device the host does not have: rdma_device "mlx5_0" does not exist; only this rail fails`},
+		{[]topology.RailPin{{Rail: 2, Netdev: "vethZ"}}, `rail-missing: rail 2 is pinned to a device the host does not have: netdev "vethZ" does not exist; only this rail fails`},
+		{[]topology.RailPin{{Rail: 0, RDMADevice: "mlx5_0"}}, `rail-missing: rail 0 is pinned to a device the host does not have: rdma_device "mlx5_0" does not exist; only this rail fails`},
 	} {
 		inv, err := DiscoverInventory(InventoryOptions{FS: fixtureFS(t, "soft-roce"), Pins: tc.pins})
 		if err != nil {
@@ -161,7 +161,7 @@ func TestInventoryPinErrors(t *testing.T) {
 	tree := sysfstest.New(t.TempDir())
 	tree.VirtualNetdev("veth0", sysfstest.Netdev{MAC: "02:00:00:00:00:01", MTU: 1500})
 	fs, _ := nic.NewFS(tree.Root())
-	inv, err := DiscoverInventory(InventoryOptions{FS: fs, Pins: []gpu.RailPin{{Rail: 0, Netdev: "veth0"}}})
+	inv, err := DiscoverInventory(InventoryOptions{FS: fs, Pins: []topology.RailPin{{Rail: 0, Netdev: "veth0"}}})
 	if err != nil || len(inv.Rails) != 1 || inv.Rails[0].Netdev != "veth0" {
 		t.Fatalf("veth rail: %+v %v", inv, err)
 	}

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/roce-agent/roce-agent/gpu"
+	"github.com/roce-agent/roce-agent/gpu/topology"
 )
 
 func intp(n int) *int { return &n }
@@ -66,13 +66,13 @@ func TestValidateLinkBadInput(t *testing.T) {
 	}
 }
 
-func railsInventory(rails ...gpu.Rail) *Inventory { return &Inventory{Rails: rails} }
+func railsInventory(rails ...topology.Rail) *Inventory { return &Inventory{Rails: rails} }
 
 func TestDesiredLinks(t *testing.T) {
 	inv := railsInventory(
-		gpu.Rail{Rail: 0, Netdev: "enp27s0np0", RDMADevice: "mlx5_0"},
-		gpu.Rail{Rail: 1, Netdev: "enp61s0np0", RDMADevice: "mlx5_3"},
-		gpu.Rail{Rail: 2, Netdev: "enp78s0np0", RDMADevice: "mlx5_4"},
+		topology.Rail{Rail: 0, Netdev: "enp27s0np0", RDMADevice: "mlx5_0"},
+		topology.Rail{Rail: 1, Netdev: "enp61s0np0", RDMADevice: "mlx5_3"},
+		topology.Rail{Rail: 2, Netdev: "enp78s0np0", RDMADevice: "mlx5_4"},
 	)
 	c := DefaultConfig()
 	c.Node.Index = intp(17)
@@ -107,7 +107,7 @@ func TestDesiredLinks(t *testing.T) {
 	if _, _, err := DesiredLinks(c, inv); err == nil || !strings.Contains(err.Error(), "rail 5 has addresses but no NIC") {
 		t.Errorf("rail without NIC: %v", err)
 	}
-	if _, _, err := DesiredLinks(DefaultConfig(), railsInventory(gpu.Rail{Rail: 300, Netdev: "x"})); err == nil || !strings.Contains(err.Error(), "rail 300 is above 255") {
+	if _, _, err := DesiredLinks(DefaultConfig(), railsInventory(topology.Rail{Rail: 300, Netdev: "x"})); err == nil || !strings.Contains(err.Error(), "rail 300 is above 255") {
 		t.Errorf("rail 300: %v", err)
 	}
 }

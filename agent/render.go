@@ -6,19 +6,19 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/roce-agent/roce-agent/gpu"
+	"github.com/roce-agent/roce-agent/gpu/topology"
 )
 
 // WriteJSON writes the inventory as indented JSON: the v1 wire type.
 func (inv *Inventory) WriteJSON(w io.Writer) error { return WriteJSON(w, inv.Wire()) }
 
-var legend = map[gpu.Level]string{
-	gpu.LevelPIX:     "traverses at most a single PCIe switch",
-	gpu.LevelPXB:     "traverses multiple PCIe switches (no host bridge)",
-	gpu.LevelPHB:     "traverses a PCIe host bridge (the CPU)",
-	gpu.LevelNODE:    "traverses host bridges within a NUMA node",
-	gpu.LevelSYS:     "traverses the interconnect between NUMA nodes",
-	gpu.LevelUnknown: "no PCIe path known (software device or missing from sysfs)",
+var legend = map[topology.Level]string{
+	topology.LevelPIX:     "traverses at most a single PCIe switch",
+	topology.LevelPXB:     "traverses multiple PCIe switches (no host bridge)",
+	topology.LevelPHB:     "traverses a PCIe host bridge (the CPU)",
+	topology.LevelNODE:    "traverses host bridges within a NUMA node",
+	topology.LevelSYS:     "traverses the interconnect between NUMA nodes",
+	topology.LevelUnknown: "no PCIe path known (software device or missing from sysfs)",
 }
 
 // WriteTable writes the inventory for people: GPUs, NICs, a GPU x NIC

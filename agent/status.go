@@ -6,9 +6,9 @@ import (
 	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/gpu/topology"
 	"github.com/roce-agent/roce-agent/nic/linkengine"
 
-	"github.com/roce-agent/roce-agent/gpu"
 	"github.com/roce-agent/roce-agent/nic"
 	"github.com/roce-agent/roce-agent/qos"
 )
@@ -66,7 +66,7 @@ func cond(typ v1.ConditionType, ok bool, reason, msg string) Condition {
 // railConditions derives a rail's conditions from the inventory, the
 // link engine's result and desired state, the QoS plan after apply, and
 // the GID table.
-func railConditions(inv *Inventory, r gpu.Rail, desired *linkengine.RailLink, link *linkengine.RailResult, profile qos.Profile, qosPlan *qos.Plan, fs *nic.FS, netdev nic.NetdevState, netdevErr error) (RailStatus, []Condition) {
+func railConditions(inv *Inventory, r topology.Rail, desired *linkengine.RailLink, link *linkengine.RailResult, profile qos.Profile, qosPlan *qos.Plan, fs *nic.FS, netdev nic.NetdevState, netdevErr error) (RailStatus, []Condition) {
 	rs := RailStatus{Rail: r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice, GIDIndexIPv4: -1, GIDIndexIPv6: -1}
 	var out []Condition
 	if netdevErr != nil {
@@ -126,7 +126,7 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *linkengine.RailLink, li
 	if len(r.GPUs) == 0 {
 		out = append(out, Condition{Type: v1.ConditionGPUAffinityOK, Status: StatusUnknown, Reason: "NoGPU"})
 	} else {
-		ok := r.Level <= gpu.LevelPXB
+		ok := r.Level <= topology.LevelPXB
 		out = append(out, cond(v1.ConditionGPUAffinityOK, ok, r.Level.String(), ""))
 	}
 	return rs, out
@@ -134,7 +134,7 @@ func railConditions(inv *Inventory, r gpu.Rail, desired *linkengine.RailLink, li
 
 // qosConditions are QoSReady and DCQCNReady from the plan made after
 // apply: no change left and no error means ready.
-func qosConditions(r gpu.Rail, p qos.Profile, plan *qos.Plan) []Condition {
+func qosConditions(r topology.Rail, p qos.Profile, plan *qos.Plan) []Condition {
 	dcqcnSet, qosSet := p.DCQCN != nil, p.HasDCBOrToS()
 	state := func(typ v1.ConditionType, configured bool, groups ...qos.Group) Condition {
 		if plan == nil || !configured {

@@ -3,6 +3,7 @@ package agent
 import (
 	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"github.com/roce-agent/roce-agent/gpu"
+	"github.com/roce-agent/roce-agent/gpu/topology"
 	"github.com/roce-agent/roce-agent/nic"
 )
 
@@ -25,7 +26,7 @@ func (inv *Inventory) Wire() *v1.Inventory {
 		NICs:      convert(inv.NICs, wireNIC),
 		Affinity:  convert(inv.Affinity, wireAffinity),
 		Rails:     convert(inv.Rails, wireRail),
-		NonRail:   convert(inv.NonRail, func(n gpu.NonRail) v1.NonRail { return v1.NonRail(n) }),
+		NonRail:   convert(inv.NonRail, func(n topology.NonRail) v1.NonRail { return v1.NonRail(n) }),
 		Warnings:  convert(inv.Warnings, func(s string) string { return s }),
 	}
 }
@@ -59,7 +60,7 @@ func convert[T, U any](in []T, f func(T) U) []U {
 	return out
 }
 
-func wireLevel(l gpu.Level) v1.Level { return v1.Level(l.String()) }
+func wireLevel(l topology.Level) v1.Level { return v1.Level(l.String()) }
 
 func wirePCIe(l *nic.PCIeLink) *v1.PCIeLink {
 	if l == nil {
@@ -106,7 +107,7 @@ func wireNIC(n nic.NIC) v1.NIC {
 	}
 }
 
-func wireAffinity(a gpu.Affinity) v1.Affinity {
+func wireAffinity(a topology.Affinity) v1.Affinity {
 	return v1.Affinity{
 		GPU:            a.GPU,
 		RDMADevice:     a.RDMADevice,
@@ -120,7 +121,7 @@ func wireAffinity(a gpu.Affinity) v1.Affinity {
 	}
 }
 
-func wireRail(r gpu.Rail) v1.Rail {
+func wireRail(r topology.Rail) v1.Rail {
 	return v1.Rail{
 		Rail:       r.Rail,
 		RDMADevice: r.RDMADevice,

@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"github.com/roce-agent/roce-agent/gpu"
+	"github.com/roce-agent/roce-agent/gpu/topology"
 	"github.com/roce-agent/roce-agent/nic"
 )
 
@@ -35,7 +36,7 @@ func sameJSON(t *testing.T, what string, a, b any) {
 // fixture host, and its indented form is the golden file.
 func TestWireInventory(t *testing.T) {
 	cases := append(slices.Clone(goldenCases),
-		goldenCase{name: "soft-roce-missing-pin", host: "soft-roce", pins: []gpu.RailPin{{Rail: 3, Netdev: "vethZ"}, {Rail: 0, RDMADevice: "rxe0"}}})
+		goldenCase{name: "soft-roce-missing-pin", host: "soft-roce", pins: []topology.RailPin{{Rail: 3, Netdev: "vethZ"}, {Rail: 0, RDMADevice: "rxe0"}}})
 	hosts := map[string]bool{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,8 +81,8 @@ func TestWireInventory(t *testing.T) {
 	}
 	inv.NICs[0].OtherPorts = []nic.Port{{Port: 2, State: "DOWN", GIDs: []nic.GID{{Index: 0, GID: "fe80::1", IP: "fe80::1", Type: "IB/RoCE v1", Netdev: "x"}}}, {Port: 3}}
 	inv.NICs[1].Port.GIDs = nil
-	inv.Rails = append(inv.Rails, gpu.Rail{Rail: 9, GPUs: nil, Level: gpu.LevelSYS}, gpu.Rail{Rail: 10, GPUs: []int{}, Level: gpu.LevelNODE})
-	inv.Affinity = []gpu.Affinity{{GPU: 1, Path: gpu.Path{Level: gpu.LevelPHB, CommonAncestor: "pci0000:17", SameHostBridge: true}}}
+	inv.Rails = append(inv.Rails, topology.Rail{Rail: 9, GPUs: nil, Level: topology.LevelSYS}, topology.Rail{Rail: 10, GPUs: []int{}, Level: topology.LevelNODE})
+	inv.Affinity = []topology.Affinity{{GPU: 1, Path: topology.Path{Level: topology.LevelPHB, CommonAncestor: "pci0000:17", SameHostBridge: true}}}
 	inv.NVML = gpu.NVMLStatus{Queried: true, Available: true, DriverVersion: "550.54.15", Error: "x"}
 	inv.Warnings = nil
 	sameJSON(t, "edge shapes", inv, inv.Wire())
@@ -89,7 +90,7 @@ func TestWireInventory(t *testing.T) {
 	if (*Inventory)(nil).Wire() != nil {
 		t.Error("nil inventory should give nil")
 	}
-	for l := gpu.LevelPIX; l <= gpu.LevelUnknown; l++ {
+	for l := topology.LevelPIX; l <= topology.LevelUnknown; l++ {
 		sameJSON(t, l.String(), l, wireLevel(l))
 		if !slices.Contains(v1.Levels, wireLevel(l)) {
 			t.Errorf("level %s is not in v1.Levels", l)

@@ -1,5 +1,5 @@
 // Package gpu discovers GPUs through NVML, or from a sysfs PCI scan when
-// NVML is unavailable, and relates them to RDMA NICs by PCIe topology.
+// NVML is unavailable. How they relate to NICs is package topology.
 package gpu
 
 import (

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/nic/linkengine"
 	"github.com/roce-agent/roce-agent/nic/nettest"
 )
 
@@ -13,7 +14,7 @@ import (
 func TestVethHasNoDCB(t *testing.T) {
 	nettest.RequireRoot(t)
 	lab := nettest.NewLab(t, 1)
-	host, err := nic.OpenHost(lab.Host.Handle)
+	host, err := linkengine.OpenHost(lab.Host.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,15 @@
-package gpu
+// Package topology is the node's PCIe topology in one place: how a GPU and
+// a NIC reach each other (PCIPath, in the nvidia-smi topo -m legend), the
+// GPU x NIC affinity matrix, and the assignment of GPUs to NICs as rails
+// (AssignRails, with the config's pins). It reads nothing itself: GPUs come
+// from package gpu, NICs and PCI functions from package nic.
+package topology
 
 import (
 	"fmt"
 	"sort"
 
+	"github.com/roce-agent/roce-agent/gpu"
 	"github.com/roce-agent/roce-agent/nic"
 )
 
@@ -138,7 +144,7 @@ type Affinity struct {
 
 // AffinityMatrix computes one Affinity per GPU x NIC pair, GPUs in index
 // order, NICs in the order given.
-func AffinityMatrix(gpus []GPU, nics []nic.NIC) []Affinity {
+func AffinityMatrix(gpus []gpu.GPU, nics []nic.NIC) []Affinity {
 	out := make([]Affinity, 0, len(gpus)*len(nics))
 	for _, g := range gpus {
 		for _, n := range nics {
@@ -211,7 +217,7 @@ func (e *PinError) Error() string {
 // RDMA device, as a lab veth does). A pinned netdev or RDMA device the host
 // does not have is still a rail, with Missing saying so: it fails alone
 // instead of failing the inventory.
-func AssignRails(gpus []GPU, nics []nic.NIC, pins []RailPin, netdevExists func(string) bool) ([]Rail, []NonRail, error) {
+func AssignRails(gpus []gpu.GPU, nics []nic.NIC, pins []RailPin, netdevExists func(string) bool) ([]Rail, []NonRail, error) {
 	byName := map[string]int{}
 	byNetdev := map[string]int{}
 	for i, n := range nics {
@@ -399,7 +405,7 @@ func closer(la Level, a nic.NIC, lb Level, b nic.NIC) bool {
 	return nic.NaturalLess(a.RDMADevice, b.RDMADevice)
 }
 
-func gpuPos(gpus []GPU, index int) int {
+func gpuPos(gpus []gpu.GPU, index int) int {
 	for i, g := range gpus {
 		if g.Index == index {
 			return i

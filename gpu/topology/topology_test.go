@@ -1,4 +1,4 @@
-package gpu
+package topology
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roce-agent/roce-agent/gpu"
 	"github.com/roce-agent/roce-agent/nic"
 )
 
@@ -62,13 +63,13 @@ func TestPCIPath(t *testing.T) {
 
 // server builds GPUs and NICs where GPU i and NIC i share slot i's switch;
 // slots 0-3 sit on NUMA node 0 and 4-7 on node 1.
-func server(nGPU, nNIC int) ([]GPU, []nic.NIC) {
+func server(nGPU, nNIC int) ([]gpu.GPU, []nic.NIC) {
 	slot := func(i int) string {
 		return fmt.Sprintf("/devices/pci0000:%02x/0000:%02x:01.0/0000:%02x:00.0", 0x10*(i+1), 0x10*(i+1), 0x10*(i+1)+1)
 	}
-	var gpus []GPU
+	var gpus []gpu.GPU
 	for i := 0; i < nGPU; i++ {
-		gpus = append(gpus, GPU{Index: i, Device: dev(i/4, slot(i)+fmt.Sprintf("/0000:%02x:00.0/0000:%02x:00.0", 0x10*(i+1)+2, 0x10*(i+1)+3))})
+		gpus = append(gpus, gpu.GPU{Index: i, Device: dev(i/4, slot(i)+fmt.Sprintf("/0000:%02x:00.0/0000:%02x:00.0", 0x10*(i+1)+2, 0x10*(i+1)+3))})
 	}
 	var nics []nic.NIC
 	for i := 0; i < nNIC; i++ {
@@ -91,7 +92,7 @@ func TestAssignRails(t *testing.T) {
 		name     string
 		nGPU     int
 		nNIC     int
-		mutate   func([]GPU, []nic.NIC) ([]GPU, []nic.NIC)
+		mutate   func([]gpu.GPU, []nic.NIC) ([]gpu.GPU, []nic.NIC)
 		pins     []RailPin
 		want     string
 		nonRails int
@@ -115,10 +116,10 @@ func TestAssignRails(t *testing.T) {
 			pins: []RailPin{{Rail: 1, Netdev: "veth1"}},
 			want: "0:mlx5_0eth0[0]:PIX 1:veth1[]:N/A"},
 		{name: "InfiniBand ports are not RoCE rails", nGPU: 2, nNIC: 2,
-			mutate: func(g []GPU, n []nic.NIC) ([]GPU, []nic.NIC) { n[0].LinkLayer = "InfiniBand"; return g, n },
+			mutate: func(g []gpu.GPU, n []nic.NIC) ([]gpu.GPU, []nic.NIC) { n[0].LinkLayer = "InfiniBand"; return g, n },
 			want:   "0:mlx5_1eth1[0 1]:NODE", nonRails: 1},
 		{name: "ties go to the lowest PCI address", nGPU: 1, nNIC: 2,
-			mutate: func(g []GPU, n []nic.NIC) ([]GPU, []nic.NIC) {
+			mutate: func(g []gpu.GPU, n []nic.NIC) ([]gpu.GPU, []nic.NIC) {
 				g[0].Device = dev(0, "/devices/pci0000:99/0000:99:01.0/0000:9a:00.0")
 				n[0], n[1] = n[1], n[0]
 				return g, n
