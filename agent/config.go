@@ -27,6 +27,15 @@ type Config struct {
 	Log           LogConfig       `mapstructure:"log"`
 	Listen        ListenConfig    `mapstructure:"listen"`
 	Reconcile     ReconcileConfig `mapstructure:"reconcile"`
+	GPU           GPUSettings     `mapstructure:"gpu"`
+}
+
+// GPUSettings say how GPUs are found.
+type GPUSettings struct {
+	// NVML is "auto" (ask NVML when sysfs_root is the live /sys: a tree is
+	// read alone), "on" (always ask it; a failure falls back to the sysfs
+	// scan and says so) or "off" (never: the sysfs PCI scan only).
+	NVML string `mapstructure:"nvml"`
 }
 
 // The desired state's sections, as api/v1 defines them.
@@ -74,6 +83,7 @@ func DefaultConfig() Config {
 		Log:       LogConfig{Level: "info", Format: "auto"},
 		Listen:    ListenConfig{Metrics: "127.0.0.1:9487"},
 		Reconcile: ReconcileConfig{ResyncInterval: time.Minute, Debounce: 10 * time.Millisecond},
+		GPU:       GPUSettings{NVML: "auto"},
 		NodeConfig: v1.NodeConfig{
 			Link: LinkConfig{
 				MTU:     9000,
@@ -103,6 +113,11 @@ func (c Config) Validate() error {
 	case "auto", "text", "json":
 	default:
 		fail("log.format", "%s is not one of auto, text, json", v1.Clip(c.Log.Format))
+	}
+	switch c.GPU.NVML {
+	case "auto", "on", "off":
+	default:
+		fail("gpu.nvml", "%s is not one of auto, on, off", v1.Clip(c.GPU.NVML))
 	}
 	if c.Reconcile.ResyncInterval < time.Second {
 		fail("reconcile.resync_interval", "%s is below 1s", c.Reconcile.ResyncInterval)

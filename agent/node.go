@@ -134,9 +134,18 @@ func (n *Node) MarkStale() {
 	n.mu.Unlock()
 }
 
-// useNVML is the one place that decides whether NVML is asked: only for
-// the live host's /sys (a tree is read alone: no NVML, no host files).
-func useNVML(fs *nic.FS) bool { return fs.IsHost() }
+// useNVML is the one place that decides whether NVML is asked: gpu.nvml
+// "on" or "off", else ("auto") only for the live host's /sys (a tree is
+// read alone: no NVML, no host files).
+func useNVML(cfg Config, fs *nic.FS) bool {
+	switch cfg.GPU.NVML {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	return fs.IsHost()
+}
 
 // nodeName is the node's name: the configured one, else the host name on
 // the live host (a tree has none).
@@ -165,7 +174,7 @@ func ReadInventory(cfg Config, nvmlLib func() nvml.Interface) (*Inventory, error
 
 func discover(cfg Config, fs *nic.FS, nvmlLib func() nvml.Interface, netdevExists func(string) bool) (*Inventory, error) {
 	opts := InventoryOptions{Node: nodeName(cfg, fs), FS: fs, Pins: cfg.Pins(), NetdevExists: netdevExists}
-	if useNVML(fs) && nvmlLib != nil {
+	if useNVML(cfg, fs) && nvmlLib != nil {
 		opts.NVML = nvmlLib()
 	}
 	return DiscoverInventory(opts)
