@@ -31,7 +31,7 @@ type Inventory struct {
 	Affinity  []topology.Affinity `json:"affinity"`
 	Rails     []topology.Rail     `json:"rails"`
 	NonRail   []topology.NonRail  `json:"non_rail"`
-	Warnings  []string            `json:"warnings"`
+	Warnings  []nic.Warning       `json:"warnings"`
 }
 
 // InventoryOptions says where to read the inventory from.
@@ -90,6 +90,10 @@ func DiscoverInventory(opts InventoryOptions) (*Inventory, error) {
 	return inv, nil
 }
 
+func warn(code, format string, args ...any) nic.Warning {
+	return nic.Warning{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}
@@ -111,26 +115,26 @@ func (inv *Inventory) NIC(rdmaDevice string) *nic.NIC {
 // PCIe links, ports not ACTIVE, and GPU and rail NIC counts that differ.
 // GPU links are checked for width only: GPUs lower their link speed when
 // idle to save power, which is not a fault.
-func (inv *Inventory) topologyWarnings() []string {
-	var out []string
+func (inv *Inventory) topologyWarnings() []nic.Warning {
+	var out []nic.Warning
 	for _, r := range inv.Rails {
 		name := railName(r)
 		if r.Missing != "" {
-			out = append(out, fmt.Sprintf("rail-missing: rail %d is pinned to a device the host does not have: %s; only this rail fails", r.Rail, r.Missing))
+			out = append(out, warn(nic.WarnRailMissing, "rail %d is pinned to a device the host does not have: %s; only this rail fails", r.Rail, r.Missing))
 			continue
 		}
 		if len(r.GPUs) > 0 && r.Level > topology.LevelPXB {
-			out = append(out, fmt.Sprintf("rail-affinity: rail %d (%s) is %s from GPU %s; want PIX or PXB", r.Rail, name, r.Level, joinInts(r.GPUs)))
+			out = append(out, warn(nic.WarnRailAffinity, "rail %d (%s) is %s from GPU %s; want PIX or PXB", r.Rail, name, r.Level, joinInts(r.GPUs)))
 		}
 		n := inv.NIC(r.RDMADevice)
 		if n == nil {
 			if r.RDMADevice == "" {
-				out = append(out, fmt.Sprintf("rail-no-rdma: rail %d (netdev %s) has no RDMA device; only the link engine can manage it", r.Rail, r.Netdev))
+				out = append(out, warn(nic.WarnRailNoRDMA, "rail %d (netdev %s) has no RDMA device; only the link engine can manage it", r.Rail, r.Netdev))
 			}
 			continue
 		}
 		if n.PCIe != nil && (n.PCIe.SpeedDegraded() || n.PCIe.WidthDegraded()) {
-			out = append(out, fmt.Sprintf("pcie-degraded: rail %d NIC %s (%s) trained at %.1f GT/s x%d, capable of %.1f GT/s x%d",
+			out = append(out, warn(nic.WarnPCIeDegraded, "rail %d NIC %s (%s) trained at %.1f GT/s x%d, capable of %.1f GT/s x%d",
 				r.Rail, n.RDMADevice, n.PCI, n.PCIe.CurrentSpeed, n.PCIe.CurrentWidth, n.PCIe.MaxSpeed, n.PCIe.MaxWidth))
 		}
 		for _, p := range n.Ports() {
@@ -139,13 +143,13 @@ func (inv *Inventory) topologyWarnings() []string {
 				if state == "" {
 					state = "unknown"
 				}
-				out = append(out, fmt.Sprintf("port-not-active: rail %d NIC %s port %d is %s (phys %s)", r.Rail, n.RDMADevice, p.Port, state, orDash(p.PhysState)))
+				out = append(out, warn(nic.WarnPortNotActive, "rail %d NIC %s port %d is %s (phys %s)", r.Rail, n.RDMADevice, p.Port, state, orDash(p.PhysState)))
 			}
 		}
 	}
 	for _, g := range inv.GPUs {
 		if g.PCIe != nil && g.PCIe.WidthDegraded() {
-			out = append(out, fmt.Sprintf("pcie-degraded: GPU %d (%s) trained at x%d, capable of x%d", g.Index, g.PCI, g.PCIe.CurrentWidth, g.PCIe.MaxWidth))
+			out = append(out, warn(nic.WarnPCIeDegraded, "GPU %d (%s) trained at x%d, capable of x%d", g.Index, g.PCI, g.PCIe.CurrentWidth, g.PCIe.MaxWidth))
 		}
 	}
 	return append(out, inv.countWarnings()...)
@@ -155,15 +159,15 @@ func (inv *Inventory) topologyWarnings() []string {
 // than GPUs means GPUs share rails) and flags non-rail NICs that share a
 // PCIe switch with a GPU: the sign of a GPU that is missing, or of a second
 // NIC per GPU that no rail uses.
-func (inv *Inventory) countWarnings() []string {
+func (inv *Inventory) countWarnings() []nic.Warning {
 	g := len(inv.GPUs)
 	if g == 0 {
 		if len(inv.NonRail) == 0 {
 			return nil
 		}
-		return []string{fmt.Sprintf("gpu-nic-count: no GPUs but %d RDMA NICs that are not rails; rails come only from rails[] in the config", len(inv.NonRail))}
+		return []nic.Warning{warn(nic.WarnGPUNICCount, "no GPUs but %d RDMA NICs that are not rails; rails come only from rails[] in the config", len(inv.NonRail))}
 	}
-	var out []string
+	var out []nic.Warning
 	gpuRails := 0
 	for _, r := range inv.Rails {
 		if len(r.GPUs) > 0 {
@@ -171,12 +175,12 @@ func (inv *Inventory) countWarnings() []string {
 		}
 	}
 	if gpuRails < g {
-		out = append(out, fmt.Sprintf("gpu-nic-count: %d GPUs but %d rail NICs; GPUs share rails", g, gpuRails))
+		out = append(out, warn(nic.WarnGPUNICCount, "%d GPUs but %d rail NICs; GPUs share rails", g, gpuRails))
 	}
 	for _, n := range inv.NonRail {
 		for _, a := range inv.Affinity {
 			if a.RDMADevice == n.RDMADevice && a.Level == topology.LevelPIX {
-				out = append(out, fmt.Sprintf("gpu-nic-count: %d GPUs and %d rails, but non-rail NIC %s shares a PCIe switch with GPU %d", g, len(inv.Rails), n.RDMADevice, a.GPU))
+				out = append(out, warn(nic.WarnGPUNICCount, "%d GPUs and %d rails, but non-rail NIC %s shares a PCIe switch with GPU %d", g, len(inv.Rails), n.RDMADevice, a.GPU))
 				break
 			}
 		}

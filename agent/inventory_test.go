@@ -152,7 +152,7 @@ func TestInventoryPinErrors(t *testing.T) {
 		if err != nil {
 			t.Fatalf("pins %+v: %v", tc.pins, err)
 		}
-		if len(inv.NICs) != 2 || !strings.Contains(strings.Join(inv.Warnings, "\n"), tc.want) {
+		if len(inv.NICs) != 2 || !strings.Contains(strings.Join(nic.WarningStrings(inv.Warnings), "\n"), tc.want) {
 			t.Errorf("pins %+v: nics %d, warnings %q, want %q", tc.pins, len(inv.NICs), inv.Warnings, tc.want)
 		}
 	}
@@ -165,7 +165,7 @@ func TestInventoryPinErrors(t *testing.T) {
 	if err != nil || len(inv.Rails) != 1 || inv.Rails[0].Netdev != "veth0" {
 		t.Fatalf("veth rail: %+v %v", inv, err)
 	}
-	if !strings.Contains(strings.Join(inv.Warnings, "\n"), "rail-no-rdma: rail 0 (netdev veth0)") {
+	if !strings.Contains(strings.Join(nic.WarningStrings(inv.Warnings), "\n"), "rail-no-rdma: rail 0 (netdev veth0)") {
 		t.Errorf("warnings = %q", inv.Warnings)
 	}
 }
@@ -233,4 +233,28 @@ func FuzzInventoryAttribute(f *testing.F) {
 			t.Fatalf("%s = %q: %d NICs, %d GPUs, %d affinity entries", attr, content, len(inv.NICs), len(inv.GPUs), len(inv.Affinity))
 		}
 	})
+}
+
+// Warnings are typed: a known code and a message; their text form (the
+// JSON contract) is "code: message".
+func TestInventoryWarningsAreTyped(t *testing.T) {
+	known := map[string]bool{nic.WarnSysfs: true, nic.WarnNVML: true, nic.WarnNVMLUnavailable: true, nic.WarnGPUMissing: true,
+		nic.WarnRailAffinity: true, nic.WarnRailNoRDMA: true, nic.WarnRailMissing: true, nic.WarnPCIeDegraded: true,
+		nic.WarnPortNotActive: true, nic.WarnGPUNICCount: true}
+	seen := map[string]bool{}
+	for _, host := range []string{"dgx-h100", "mixed-vendor", "soft-roce", "empty"} {
+		inv, err := DiscoverInventory(InventoryOptions{FS: fixtureFS(t, host)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range inv.Warnings {
+			seen[w.Code] = true
+			if !known[w.Code] || w.Message == "" || strings.HasPrefix(w.Message, w.Code) {
+				t.Errorf("%s: warning %+v", host, w)
+			}
+		}
+	}
+	if len(seen) < 4 {
+		t.Errorf("fixtures gave only the codes %v", seen)
+	}
 }

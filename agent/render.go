@@ -117,7 +117,7 @@ func (inv *Inventory) WriteTable(out io.Writer) error {
 		p("  none\n")
 	}
 	for _, msg := range inv.Warnings {
-		p("  %s\n", strings.ReplaceAll(msg, "\t", " "))
+		p("  %s\n", strings.ReplaceAll(msg.String(), "\t", " "))
 	}
 	return w.Flush()
 }

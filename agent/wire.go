@@ -27,7 +27,7 @@ func (inv *Inventory) Wire() *v1.Inventory {
 		Affinity:  convert(inv.Affinity, wireAffinity),
 		Rails:     convert(inv.Rails, wireRail),
 		NonRail:   convert(inv.NonRail, func(n topology.NonRail) v1.NonRail { return v1.NonRail(n) }),
-		Warnings:  convert(inv.Warnings, func(s string) string { return s }),
+		Warnings:  nic.WarningStrings(inv.Warnings),
 	}
 }
 

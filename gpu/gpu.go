@@ -74,9 +74,9 @@ func Discover(s *nic.FS, lib nvml.Interface, w *nic.Warnings) (Result, error) {
 	res.GPUs, res.Source = gpus, SourceSysfs
 	switch {
 	case res.NVML.Queried:
-		w.Addf("nvml-unavailable: %s; GPUs come from a sysfs PCI scan, without UUID or model", res.NVML.Error)
+		w.Add(nic.WarnNVMLUnavailable, "%s; GPUs come from a sysfs PCI scan, without UUID or model", res.NVML.Error)
 	case len(gpus) > 0:
-		w.Addf("nvml-unavailable: not queried for a sysfs tree; GPUs come from a sysfs PCI scan, without UUID or model")
+		w.Add(nic.WarnNVMLUnavailable, "not queried for a sysfs tree; GPUs come from a sysfs PCI scan, without UUID or model")
 	}
 	return res, nil
 }
@@ -98,34 +98,34 @@ func fromNVML(s *nic.FS, lib nvml.Interface, w *nic.Warnings) ([]GPU, string, er
 	for i := 0; i < count; i++ {
 		dev, ret := lib.DeviceGetHandleByIndex(i)
 		if ret != nvml.SUCCESS {
-			w.Addf("nvml: GPU %d: get handle: %v", i, ret)
+			w.Add(nic.WarnNVML, "GPU %d: get handle: %v", i, ret)
 			continue
 		}
 		g := GPU{Index: i, NUMA: -1, Source: SourceNVML}
 		if uuid, ret := dev.GetUUID(); ret == nvml.SUCCESS {
 			g.UUID = uuid
 		} else {
-			w.Addf("nvml: GPU %d: get UUID: %v", i, ret)
+			w.Add(nic.WarnNVML, "GPU %d: get UUID: %v", i, ret)
 		}
 		if name, ret := dev.GetName(); ret == nvml.SUCCESS {
 			g.Model = name
 		} else {
-			w.Addf("nvml: GPU %d: get name: %v", i, ret)
+			w.Add(nic.WarnNVML, "GPU %d: get name: %v", i, ret)
 		}
 		if info, ret := dev.GetPciInfo(); ret == nvml.SUCCESS {
 			addr, err := NormalizeBusID(busIDString(info))
 			if err != nil {
-				w.Addf("nvml: GPU %d: %v", i, err)
+				w.Add(nic.WarnNVML, "GPU %d: %v", i, err)
 			}
 			g.PCI = addr
 		} else {
-			w.Addf("nvml: GPU %d: get PCI info: %v", i, ret)
+			w.Add(nic.WarnNVML, "GPU %d: get PCI info: %v", i, ret)
 		}
 		if g.PCI != "" {
 			if d, err := s.ReadPCIDevice(g.PCI, w); err == nil {
 				g.attach(d)
 			} else {
-				w.Addf("sysfs: GPU %d (%s) from NVML is not in the PCI tree: %v", i, g.PCI, err)
+				w.Add(nic.WarnSysfs, "GPU %d (%s) from NVML is not in the PCI tree: %v", i, g.PCI, err)
 			}
 		}
 		if numa, ret := dev.GetNumaNodeId(); ret == nvml.SUCCESS && numa >= 0 {
@@ -149,7 +149,7 @@ func crossCheck(s *nic.FS, gpus []GPU, w *nic.Warnings) {
 	}
 	for _, a := range addrs {
 		if !seen[a] {
-			w.Addf("gpu-missing: sysfs shows an NVIDIA GPU at %s that NVML does not report", a)
+			w.Add(nic.WarnGPUMissing, "sysfs shows an NVIDIA GPU at %s that NVML does not report", a)
 		}
 	}
 }

@@ -41,8 +41,8 @@ func TestDiscoverNVML(t *testing.T) {
 			if res.Source != SourceNVML || !res.NVML.Available || res.NVML.DriverVersion != "570.124.06" {
 				t.Errorf("result = %+v", res)
 			}
-			if len(res.GPUs) != 8 || len(w.List()) != 0 {
-				t.Fatalf("GPUs %d, warnings %v", len(res.GPUs), w.List())
+			if len(res.GPUs) != 8 || len(w.Strings()) != 0 {
+				t.Fatalf("GPUs %d, warnings %v", len(res.GPUs), w.Strings())
 			}
 			g := res.GPUs[5]
 			if g.Index != 5 || g.PCI != "0000:bc:00.0" || g.UUID != "GPU-5f607182-7f3e-4c59-9b0e-5d2a1c0e8f61" || g.Model != "NVIDIA H100 80GB HBM3" || g.NUMA != 1 || g.Source != SourceNVML {
@@ -93,8 +93,8 @@ func TestDiscoverNVMLFailures(t *testing.T) {
 			if g.Index != 3 || g.PCI != "0000:5e:00.0" || g.NUMA != 0 || g.Source != SourceSysfs || g.Model != "NVIDIA H100 80GB HBM3" || g.UUID != "" {
 				t.Errorf("GPU 3 = %+v", g)
 			}
-			if len(w.List()) != 1 || !strings.HasPrefix(w.List()[0], tc.want) {
-				t.Errorf("warnings = %q, want one starting %q", w.List(), tc.want)
+			if len(w.Strings()) != 1 || !strings.HasPrefix(w.Strings()[0], tc.want) {
+				t.Errorf("warnings = %q, want one starting %q", w.Strings(), tc.want)
 			}
 		})
 	}
@@ -107,16 +107,16 @@ func TestDiscoverNVMLMissesAGPU(t *testing.T) {
 		t.Fatalf("%v %d", err, len(res.GPUs))
 	}
 	want := "gpu-missing: sysfs shows an NVIDIA GPU at 0000:de:00.0 that NVML does not report"
-	if strings.Join(w.List(), "|") != want {
-		t.Errorf("warnings = %q, want %q", w.List(), want)
+	if strings.Join(w.Strings(), "|") != want {
+		t.Errorf("warnings = %q, want %q", w.Strings(), want)
 	}
 }
 
 func TestDiscoverNoGPUs(t *testing.T) {
 	w := &nic.Warnings{}
 	res, err := Discover(fixtureFS(t, "soft-roce"), nil, w)
-	if err != nil || len(res.GPUs) != 0 || len(w.List()) != 0 {
-		t.Errorf("soft-roce host: %+v %v %v", res, err, w.List())
+	if err != nil || len(res.GPUs) != 0 || len(w.Strings()) != 0 {
+		t.Errorf("soft-roce host: %+v %v %v", res, err, w.Strings())
 	}
 }
 

@@ -168,7 +168,7 @@ func (s *FS) ReadPCIDeviceAt(p string, w *Warnings) *PCIDevice {
 	if drv, err := s.LinkBase(path.Join(p, "driver")); err == nil {
 		d.Driver = drv
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		w.Addf("sysfs: unreadable %s: %v", s.HostPath(path.Join(p, "driver")), unwrapPathError(err))
+		w.Add(WarnSysfs, "unreadable %s: %v", s.HostPath(path.Join(p, "driver")), unwrapPathError(err))
 	}
 	d.Link.CurrentSpeed, _ = parsed(s, path.Join(p, "current_link_speed"), false, w, ParseLinkSpeed)
 	d.Link.MaxSpeed, _ = parsed(s, path.Join(p, "max_link_speed"), false, w, ParseLinkSpeed)

@@ -127,7 +127,7 @@ func (s *FS) readNIC(name string, w *Warnings) NIC {
 	// name their netdev in "parent" instead.
 	devicePath, err := s.Realpath(path.Join(dev, "device"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		w.Addf("sysfs: unreadable %s: %v", s.HostPath(path.Join(dev, "device")), unwrapPathError(err))
+		w.Add(WarnSysfs, "unreadable %s: %v", s.HostPath(path.Join(dev, "device")), unwrapPathError(err))
 	}
 	if parent, ok := s.attr(path.Join(dev, "parent"), false, w); ok && devicePath == "" {
 		n.Software = true
@@ -151,7 +151,7 @@ func (s *FS) readNIC(name string, w *Warnings) NIC {
 
 	ports := s.readPorts(dev, w)
 	if len(ports) == 0 {
-		w.Addf("sysfs: %s has no ports", s.HostPath(path.Join(dev, "ports")))
+		w.Add(WarnSysfs, "%s has no ports", s.HostPath(path.Join(dev, "ports")))
 		ports = []Port{{}}
 	}
 	n.Port, n.OtherPorts = ports[0], ports[1:]
@@ -173,7 +173,7 @@ func (s *FS) readNIC(name string, w *Warnings) NIC {
 				devicePath, _ = s.Realpath(path.Join(netdev, "device"))
 			}
 		} else {
-			w.Addf("sysfs: %s names netdev %s, which %s does not have", name, n.Netdev, s.HostPath("/class/net"))
+			w.Add(WarnSysfs, "%s names netdev %s, which %s does not have", name, n.Netdev, s.HostPath("/class/net"))
 		}
 	}
 
@@ -269,7 +269,7 @@ func (s *FS) readPorts(dev string, w *Warnings) []Port {
 	names, err := s.ReadDir(path.Join(dev, "ports"))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			w.Addf("sysfs: unreadable %s: %v", s.HostPath(path.Join(dev, "ports")), unwrapPathError(err))
+			w.Add(WarnSysfs, "unreadable %s: %v", s.HostPath(path.Join(dev, "ports")), unwrapPathError(err))
 		}
 		return nil
 	}
@@ -295,7 +295,7 @@ func (s *FS) readPort(dir string, num int, w *Warnings) Port {
 	}
 	if raw, ok := s.attr(path.Join(dir, "rate"), true, w); ok {
 		if g, err := ParseRate(raw); err != nil {
-			w.Addf("sysfs: malformed %s: %v", s.HostPath(path.Join(dir, "rate")), err)
+			w.Add(WarnSysfs, "malformed %s: %v", s.HostPath(path.Join(dir, "rate")), err)
 		} else {
 			p.Rate, p.RateGbps = raw, g
 		}
@@ -317,7 +317,7 @@ func (s *FS) readGIDs(port string, w *Warnings) []GID {
 	names, err := s.ReadDir(path.Join(port, "gids"))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			w.Addf("sysfs: unreadable %s: %v", s.HostPath(path.Join(port, "gids")), unwrapPathError(err))
+			w.Add(WarnSysfs, "unreadable %s: %v", s.HostPath(path.Join(port, "gids")), unwrapPathError(err))
 		}
 		return []GID{}
 	}

@@ -17,7 +17,7 @@ func discoverFixture(t *testing.T, host string) ([]NIC, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nics, w.List()
+	return nics, w.Strings()
 }
 
 // The soft-RoCE fixture carries the values captured from rxe on Debian's
@@ -141,9 +141,9 @@ func TestDiscoverBadAttributes(t *testing.T) {
 				t.Fatalf("device not reported as expected: %+v", nics)
 			}
 			want := strings.ReplaceAll(tc.warning, "%ROOT%", tree.Root())
-			joined := strings.Join(w.List(), "\n")
+			joined := strings.Join(w.Strings(), "\n")
 			if !strings.Contains(joined, want) {
-				t.Errorf("warnings %q do not name %q", w.List(), want)
+				t.Errorf("warnings %q do not name %q", w.Strings(), want)
 			}
 		})
 	}
@@ -198,7 +198,7 @@ func TestDiscoverWithoutDeviceLinks(t *testing.T) {
 		t.Fatalf("%v %v", nics, err)
 	}
 	if n := nics[0]; n.PCI != "0000:18:00.0" || n.NUMA != 1 || n.Netdev != "eth0" || n.MTU != 9000 || n.Driver != "mlx5_core" {
-		t.Errorf("NIC = %+v (warnings %v)", n, w.List())
+		t.Errorf("NIC = %+v (warnings %v)", n, w.Strings())
 	}
 }
 
