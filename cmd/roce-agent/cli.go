@@ -231,8 +231,10 @@ func lockState(env *cliEnv, command string) (*agent.StateLock, error) {
 	return agent.LockStateDir(env.cfg.StateDir, command)
 }
 
-func runApply(env *cliEnv) error {
-	lock, err := lockState(env, "apply")
+// withLockedNode runs fn on the pipeline while holding the state
+// directory's lock: the commands that change the host.
+func withLockedNode(env *cliEnv, command string, fn func(*agent.Node) error) error {
+	lock, err := lockState(env, command)
 	if err != nil {
 		return err
 	}
@@ -242,6 +244,14 @@ func runApply(env *cliEnv) error {
 		return err
 	}
 	defer node.Close()
+	return fn(node)
+}
+
+func runApply(env *cliEnv) error {
+	return withLockedNode(env, "apply", func(node *agent.Node) error { return applyNode(env, node) })
+}
+
+func applyNode(env *cliEnv, node *agent.Node) error {
 	applied, err := node.Apply()
 	if err != nil {
 		return err
@@ -266,17 +276,11 @@ func runApply(env *cliEnv) error {
 // --dry-run) removes exactly those: the only command that removes state
 // without a desired rail.
 func runTeardown(env *cliEnv) error {
+	return withLockedNode(env, "teardown", func(node *agent.Node) error { return teardownNode(env, node) })
+}
+
+func teardownNode(env *cliEnv, node *agent.Node) error {
 	dryRun, _ := env.flags.GetBool("dry-run")
-	lock, err := lockState(env, "teardown")
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	node, err := openNode(env)
-	if err != nil {
-		return err
-	}
-	defer node.Close()
 	res, err := node.Teardown(dryRun)
 	if err != nil {
 		return err

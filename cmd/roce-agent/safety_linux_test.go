@@ -354,16 +354,7 @@ func TestStateDirLock(t *testing.T) {
 	if b, err := os.ReadFile(cfg); err == nil {
 		cfg = writeConfig(t, "listen: {metrics: \"127.0.0.1:0\"}\n"+string(b))
 	}
-	sd := nettest.NewSystemd(t)
-	cmd := exec.Command("ip", "netns", "exec", lab.Host.Name, binary(t), "--config", cfg, "run")
-	cmd.Env = append(cleanEnv(), "NOTIFY_SOCKET="+sd.Socket)
-	var logs lockedBuffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	waitFor(t, "READY=1", func() bool { return sd.Count("READY=1") > 0 })
+	cmd, _, _ := startDaemon(t, lab, nil, "--config", cfg, "run")
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale temporary file still there: %v", err)
 	}
@@ -415,16 +406,7 @@ func TestCapNetAdminIsEnough(t *testing.T) {
 		t.Errorf("plan with CAP_NET_ADMIN only: %v\n%s", err, out)
 	}
 	// The daemon too: it becomes ready and repairs drift.
-	sd := nettest.NewSystemd(t)
-	run := exec.Command("ip", append(append([]string{"netns", "exec", lab.Host.Name}, netAdmin...), binary(t), "--config", cfg, "--listen", "127.0.0.1:0", "run")...)
-	run.Env = append(cleanEnv(), "NOTIFY_SOCKET="+sd.Socket)
-	var logs lockedBuffer
-	run.Stderr = &logs
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = run.Process.Kill(); _ = run.Wait() }()
-	waitFor(t, "READY=1 from a daemon with CAP_NET_ADMIN only", func() bool { return sd.Count("READY=1") > 0 })
+	run, _, logs := startDaemon(t, lab, netAdmin, "--config", cfg, "--listen", "127.0.0.1:0", "run")
 	lab.Host.MustExec(t, "ip", "address", "del", nettest.HostIPv4(1), "dev", "rail1")
 	waitFor(t, "drift repaired by a daemon with CAP_NET_ADMIN only", func() bool {
 		out, _ := lab.Host.Exec("ip", "-o", "address", "show", "dev", "rail1")
@@ -545,6 +527,25 @@ func TestPlanAndApplyAgreeUnderConflict(t *testing.T) {
 	check(0)
 }
 
+// startDaemon runs the built binary in the lab's host namespace, behind
+// wrap (setpriv, prlimit: commands that exec the binary), under a fake
+// systemd, and waits for READY=1. The process is killed when the test ends.
+func startDaemon(t *testing.T, lab *nettest.Lab, wrap []string, args ...string) (*exec.Cmd, *nettest.Systemd, *lockedBuffer) {
+	t.Helper()
+	sd := nettest.NewSystemd(t)
+	argv := append(append(append([]string{"netns", "exec", lab.Host.Name}, wrap...), binary(t)), args...)
+	cmd := exec.Command("ip", argv...)
+	cmd.Env = append(cleanEnv(), "NOTIFY_SOCKET="+sd.Socket)
+	logs := &lockedBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitFor(t, "READY=1", func() bool { return sd.Count("READY=1") > 0 })
+	return cmd, sd, logs
+}
+
 // lockedBuffer is a bytes.Buffer safe for a process's writes and the
 // test's reads.
 type lockedBuffer struct {
@@ -628,16 +629,7 @@ func TestDaemonHoldsUnderAttack(t *testing.T) {
 	}
 	good := "listen: {metrics: \"127.0.0.1:" + port + "\"}\nreconcile: {resync_interval: 1h}\n" + string(b)
 	cfg := writeConfig(t, good)
-	sd := nettest.NewSystemd(t)
-	cmd := exec.Command("ip", "netns", "exec", lab.Host.Name, "prlimit", "--nofile=256:256", "--", binary(t), "--config", cfg, "--log-format", "json", "run")
-	cmd.Env = append(cleanEnv(), "NOTIFY_SOCKET="+sd.Socket)
-	var logs lockedBuffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	waitFor(t, "READY=1", func() bool { return sd.Count("READY=1") == 1 })
+	cmd, sd, logs := startDaemon(t, lab, []string{"prlimit", "--nofile=256:256", "--"}, "--config", cfg, "--log-format", "json", "run")
 	lab.Host.Settle(t)
 
 	repair := func(class string, breakIt func(), repaired func() bool) {

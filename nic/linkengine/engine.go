@@ -3,6 +3,7 @@ package linkengine
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 )
@@ -245,8 +246,19 @@ func (e *Engine) Reconcile(desired []RailLink) (ApplyResult, error) {
 	if err != nil {
 		return res, err
 	}
-	// Forget recorded addresses that are gone from a link that is there:
-	// a stale entry would otherwise claim whoever adds that address next.
+	// Forget recorded addresses that are gone from a link that is there
+	// and that this reconcile does not add back: a stale entry would
+	// otherwise claim whoever adds that address next. (One it adds back,
+	// the drift repair of a deleted address, stays: no record write.)
+	readd := map[string]map[netip.Prefix]bool{}
+	for _, c := range plan.Changes {
+		if c.Kind == AddrAdd {
+			if readd[c.Netdev] == nil {
+				readd[c.Netdev] = map[netip.Prefix]bool{}
+			}
+			readd[c.Netdev][c.Addr] = true
+		}
+	}
 	recordChanged := false
 	for nd, addrs := range owned.Addrs {
 		link, ok := live.Links[nd]
@@ -254,7 +266,7 @@ func (e *Engine) Reconcile(desired []RailLink) (ApplyResult, error) {
 			continue // hot-unplugged: it may come back with its addresses
 		}
 		for _, a := range addrs {
-			if !hasPrefix(link.Addrs, a) {
+			if !hasPrefix(link.Addrs, a) && !readd[nd][a] {
 				owned.remove(nd, a)
 				recordChanged = true
 			}
