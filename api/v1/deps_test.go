@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -14,16 +13,11 @@ const pkg = "github.com/roce-agent/roce-agent/api/v1"
 // goTool finds the go command that runs the tests.
 func goTool(t *testing.T) string {
 	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command on PATH to list dependencies with")
 	}
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); runtime.GOROOT() != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skip("no go command to list dependencies with")
-	return ""
+	return p
 }
 
 func goCmd(t *testing.T, env []string, args ...string) string {

@@ -87,7 +87,7 @@ func TestOpenAPIDocument(t *testing.T) {
 			t.Errorf("GET config lacks parameter %s (has %v)", want, params)
 		}
 	}
-	if !bytes.Equal(v1.OpenAPI(), v1.OpenAPI()) || &v1.OpenAPI()[0] == &v1.OpenAPI()[0] {
+	if a, b := v1.OpenAPI(), v1.OpenAPI(); !bytes.Equal(a, b) || &a[0] == &b[0] {
 		t.Error("OpenAPI must return a fresh copy")
 	}
 }
