@@ -174,7 +174,10 @@ func (inv *Inventory) countWarnings() []nic.Warning {
 			gpuRails++
 		}
 	}
-	if gpuRails < g {
+	switch {
+	case gpuRails == 0:
+		out = append(out, warn(nic.WarnGPUNICCount, "%d GPUs but no rail NIC serves any of them: the GPUs have no rail", g))
+	case gpuRails < g:
 		out = append(out, warn(nic.WarnGPUNICCount, "%d GPUs but %d rail NICs; GPUs share rails", g, gpuRails))
 	}
 	for _, n := range inv.NonRail {

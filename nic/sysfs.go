@@ -103,7 +103,10 @@ func NewFS(root string) (*FS, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("sysfs root %s: not a directory", root)
 	}
-	if !looksLikeSysfs(root) && looksLikeSysfs(filepath.Join(root, "sys")) {
+	if !looksLikeSysfs(root) {
+		if !looksLikeSysfs(filepath.Join(root, "sys")) {
+			return nil, fmt.Errorf("sysfs root %s: not a sysfs tree (it has no class/, bus/ or devices/ directory, nor a sys/ that has one)", root)
+		}
 		root = filepath.Join(root, "sys")
 	}
 	return &FS{root: root, kernel: isSysfsMount(root)}, nil

@@ -27,6 +27,17 @@ func TestNewFSMissingRoot(t *testing.T) {
 	}
 }
 
+// A directory that is not a sysfs tree (empty, /etc) is an error, not an
+// inventory of nothing.
+func TestNewFSRefusesNonSysfs(t *testing.T) {
+	for _, dir := range []string{t.TempDir(), "/etc"} {
+		_, err := NewFS(dir)
+		if err == nil || !strings.Contains(err.Error(), "sysfs root "+dir+": not a sysfs tree") {
+			t.Errorf("NewFS(%s): %v", dir, err)
+		}
+	}
+}
+
 func TestNewFSAcceptsParentOfSys(t *testing.T) {
 	dir := t.TempDir()
 	tree := sysfstest.New(dir)

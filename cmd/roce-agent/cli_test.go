@@ -90,6 +90,8 @@ func TestErrors(t *testing.T) {
 	}{
 		{name: "missing sysfs root", args: []string{"inventory", "--sysfs-root", missing}, code: 1,
 			want: []string{"roce-agent: sysfs root " + missing + ": stat " + missing + ": no such file or directory\n"}},
+		{name: "not a sysfs tree", args: []string{"inventory", "--sysfs-root", "/etc"}, code: 1,
+			want: []string{"roce-agent: sysfs root /etc: not a sysfs tree"}},
 		{name: "bad output", args: []string{"inventory", "-o", "yaml"}, code: 2, want: []string{`--output: "yaml" is not one of table, json`}},
 		{name: "no command", args: nil, code: 2, want: []string{"no command given"}},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, want: []string{`unknown command "frobnicate" (commands: inventory, run, plan, apply, teardown, version)`}},

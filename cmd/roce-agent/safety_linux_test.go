@@ -461,7 +461,8 @@ func TestMissingNetdevFailsOnlyItsRail(t *testing.T) {
 		}
 		return ""
 	})
-	empty := t.TempDir()
+	// A sysfs tree with no NIC at all (the fixture "empty").
+	empty := fixture(t, "empty")
 	code, out, _ := inLab(t, lab, nil, "--config", cfg, "--sysfs-root", empty, "apply")
 	if code != 1 || strings.Count(out, "): converged, ") != 3 || !strings.Contains(out, "rail 3 (rail3): NOT CONVERGED: conflict: netdev rail3 does not exist") {
 		t.Errorf("exit %d, want 1 with rails 0-2 converged and rail 3 missing:\n%s", code, out)
