@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,8 @@ type Daemon struct {
 	heartbeat  atomic.Int64 // unix nanoseconds of the loop's last sign of life
 	ready      atomic.Bool
 	lockLost   atomic.Bool
+	lastErr    string       // the loop's last reconcile error, for transition logging
+	ncclNotes  string       // the NCCL hand-off notes last logged
 	listen     atomic.Value // the listen address Run serves (string)
 	Reconciles atomic.Int64 // reconciles run, for tests
 }
@@ -264,9 +267,7 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 	if err := d.subscribe(done); err != nil {
 		return err
 	}
-	if err := d.reconcile(); err != nil {
-		d.log.Error("reconcile failed", "err", err)
-	}
+	d.runReconcile()
 	d.ready.Store(true)
 	_ = d.opts.Notifier.Ready(d.summary())
 
@@ -316,10 +317,23 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 	}
 }
 
+// runReconcile runs one reconcile for the loop. A persistent problem is
+// logged when it starts, changes and ends; in between it shows in the
+// status (conditions, last_error) and in roce_agent_reconcile_errors_total.
 func (d *Daemon) runReconcile() {
-	if err := d.reconcile(); err != nil {
+	err := d.reconcile()
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	switch {
+	case msg == d.lastErr:
+	case msg == "":
+		d.log.Info("reconcile converged again", "after", d.lastErr)
+	default:
 		d.log.Error("reconcile failed", "err", err)
 	}
+	d.lastErr = msg
 	_ = d.opts.Notifier.Status(d.summary())
 }
 
@@ -443,8 +457,8 @@ func (d *Daemon) reconcileOnce() error {
 	d.setRailAddrs(a.Desired)
 	for kind, n := range a.Link.Drift {
 		d.metrics.Drift.WithLabelValues(string(kind)).Add(float64(n))
-		d.log.Info("drift repaired", "kind", string(kind), "count", n)
 	}
+	a.Log(d.log)
 	st := d.node.Observe(a, d.opts.Version)
 	d.mu.Lock()
 	d.status = st
@@ -534,8 +548,12 @@ func nodeConditions(inv *Inventory, fs *nic.FS) []Condition {
 
 func (d *Daemon) handOff(cfg Config, st *NodeStatus) error {
 	data, notes := NCCLEnv(st.Rails, cfg.QoS.RoCETos)
-	for _, n := range notes {
-		d.log.Warn("nccl hand-off", "note", n)
+	// Notes are logged when they change, not on every reconcile.
+	if joined := strings.Join(notes, "\n"); joined != d.ncclNotes {
+		for _, n := range notes {
+			d.log.Warn("nccl hand-off", "note", n)
+		}
+		d.ncclNotes = joined
 	}
 	changed, err := writeIfChanged(ncclPath(cfg.StateDir), data)
 	if changed {

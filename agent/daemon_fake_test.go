@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,5 +87,60 @@ func TestDaemonConditionsOnFakeHost(t *testing.T) {
 	}
 	if got := status(0, "AddressesReady"); got != "True/Converged" {
 		t.Errorf("rail 0 AddressesReady = %s", got)
+	}
+}
+
+// TestDaemonLogsChangesOnceAndProblemsOnTransitions: every change to the
+// host is logged once with rail, kind and object; a scrape that keeps
+// failing for a missing netdev warns once, and says when it recovers.
+func TestDaemonLogsChangesOnceAndProblemsOnTransitions(t *testing.T) {
+	host := linktest.New()
+	host.AddLink("vethA", 1500)
+	c := DefaultConfig()
+	c.SysfsRoot = filepath.Join("..", "testdata", "sysfs", "soft-roce", "sys")
+	c.StateDir = t.TempDir()
+	c.Listen.Metrics = ""
+	c.Rails = []RailConfig{{Rail: intp(0), Netdev: "vethA", IPv4: "10.0.0.1/31"}}
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	d, err := NewDaemon(DaemonOptions{Config: c, Log: log, Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	host.DelAddr("vethA", "10.0.0.1/31")
+	if err := d.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	for _, want := range []string{
+		`msg=changed rail=0 netdev=vethA kind=link-up object="ip link set dev vethA up" drift=false`,
+		`msg=changed rail=0 netdev=vethA kind=addr-add object="ip address add 10.0.0.1/31 dev vethA" drift=false`,
+		`msg=changed rail=0 netdev=vethA kind=addr-add object="ip address add 10.0.0.1/31 dev vethA" drift=true`,
+	} {
+		if strings.Count(out, want) != 1 {
+			t.Errorf("log has %q %d times, want once:\n%s", want, strings.Count(out, want), out)
+		}
+	}
+
+	logs.Reset()
+	host.DelLink("vethA")
+	for i := 0; i < 3; i++ {
+		if _, err := d.Metrics().Registry.Gather(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "metrics: series dropped"); n != 1 {
+		t.Errorf("three failing scrapes logged %d warnings, want 1:\n%s", n, logs.String())
+	}
+	host.AddLink("vethA", 9000)
+	if _, err := d.Metrics().Registry.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "metrics: collector reads everything again") {
+		t.Errorf("no recovery line:\n%s", logs.String())
 	}
 }

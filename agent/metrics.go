@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"errors"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,6 +103,33 @@ type nodeCollector struct {
 	parts []scrapePart
 	snap  func() *NodeStatus
 	log   *slog.Logger
+
+	mu      sync.Mutex
+	failing map[string]string // part -> the errors it last logged
+}
+
+// logTransition logs a part's dropped series when they start or change,
+// and once when the part reads everything again: never on every scrape.
+func (c *nodeCollector) logTransition(name string, errs []error) {
+	msg := errors.Join(errs...)
+	text := ""
+	if msg != nil {
+		text = msg.Error()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failing == nil {
+		c.failing = map[string]string{}
+	}
+	if c.failing[name] == text {
+		return
+	}
+	if text == "" {
+		c.log.Info("metrics: collector reads everything again", "collector", name)
+	} else {
+		c.log.Warn("metrics: series dropped", "collector", name, "err", text)
+	}
+	c.failing[name] = text
 }
 
 func (c *nodeCollector) Describe(chan<- *prometheus.Desc) {}
@@ -118,10 +147,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ok := 1.0
-		for _, err := range errs {
+		if len(errs) > 0 {
 			ok = 0
-			c.log.Warn("metrics: series dropped", "collector", name, "err", err)
 		}
+		c.logTransition(name, errs)
 		gauge(ch, descSuccess, ok, name)
 		gauge(ch, descDuration, time.Since(start).Seconds(), name)
 	}

@@ -261,6 +261,19 @@ type Applied struct {
 	QoSAfter   *qos.Plan
 }
 
+// Log logs every change made to the host once, at INFO, with its rail,
+// kind and object (the command it equals); repairs say drift=true.
+func (a *Applied) Log(log *slog.Logger) {
+	for _, m := range a.Link.Made {
+		log.Info("changed", "rail", m.Rail, "netdev", m.Netdev, "kind", string(m.Kind), "object", m.Object, "drift", m.Drift)
+	}
+	for _, r := range a.QoSResults {
+		for _, c := range r.Applied {
+			log.Info("changed", "rail", r.Rail, "netdev", r.Netdev, "kind", "qos", "object", c, "drift", false)
+		}
+	}
+}
+
 // Report is the result as `roce-agent apply` prints it.
 func (a *Applied) Report() *ApplyReport {
 	r := NewApplyReport(a.Link, a.Unmanaged)

@@ -256,6 +256,7 @@ func applyNode(env *cliEnv, node *agent.Node) error {
 	if err != nil {
 		return err
 	}
+	applied.Log(env.log)
 	report := applied.Report()
 	for _, rr := range report.Rails {
 		env.log.Info("rail applied", "rail", rr.Rail, "netdev", rr.Netdev, "converged", rr.Converged, "changes", len(rr.Applied))

@@ -75,6 +75,19 @@ type ApplyResult struct {
 	Drift map[ChangeKind]int
 	// Writes counts the write requests sent.
 	Writes int
+	// Made lists every change made to the host, in order, for the log.
+	Made []Made
+}
+
+// Made is one change made to the host.
+type Made struct {
+	Rail   int // -1 for an owned object of no configured rail
+	Netdev string
+	Kind   ChangeKind
+	// Object is the change as the command it equals.
+	Object string
+	// Drift is true when the change repaired a rail that had converged.
+	Drift bool
 }
 
 // Converged reports whether every rail converged and cleanup succeeded.
@@ -311,6 +324,7 @@ func (e *Engine) Reconcile(desired []RailLink) (ApplyResult, error) {
 			if e.converged[r.Rail] {
 				res.Drift[c.Kind]++
 			}
+			res.Made = append(res.Made, Made{Rail: r.Rail, Netdev: c.Netdev, Kind: c.Kind, Object: c.Command, Drift: e.converged[r.Rail]})
 		}
 		if err != nil {
 			res.Writes++
@@ -336,6 +350,7 @@ func (e *Engine) Reconcile(desired []RailLink) (ApplyResult, error) {
 			continue
 		}
 		res.Cleanup = append(res.Cleanup, c.Command)
+		res.Made = append(res.Made, Made{Rail: -1, Netdev: c.Netdev, Kind: c.Kind, Object: c.Command})
 		if c.Kind == AddrDel {
 			owned.remove(c.Netdev, c.Addr)
 			recordChanged = true
