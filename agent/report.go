@@ -116,6 +116,9 @@ func (r *PlanReport) Write(w io.Writer, format string) error {
 	}
 	sort.SliceStable(order, func(i, j int) bool { return order[i] < order[j] })
 	fmt.Fprintf(w, "%d changes, %d conflicts\n", len(r.Changes), len(r.Conflicts))
+	if len(r.Rails) == 0 {
+		fmt.Fprintln(w, noRails)
+	}
 	for _, rail := range order {
 		l := lines[rail]
 		if len(l.conflicts) == 0 && len(l.changes) == 0 {
@@ -199,6 +202,9 @@ func (r *TeardownReport) Write(w io.Writer, format string) error {
 	fmt.Fprintf(w, "%d of %d removed\n", len(r.Removed), len(r.Planned))
 	return nil
 }
+
+// noRails is what plan and apply say when there is no rail to manage.
+const noRails = "no rails to manage: the inventory has no rail NIC with an address (check --sysfs-root, rails[] pins and the addressing pools)"
 
 // ApplyReport is what `roce-agent apply` prints.
 type ApplyReport struct {
@@ -298,6 +304,9 @@ func (r *ApplyReport) Write(w io.Writer, format string) error {
 	}
 	for _, u := range r.Unmanaged {
 		fmt.Fprintf(w, "not managed: %s\n", u)
+	}
+	if len(r.Rails) == 0 {
+		fmt.Fprintln(w, noRails)
 	}
 	fmt.Fprintf(w, "%d of %d rails converged, %d writes\n", ok, len(r.Rails), r.Writes)
 	return nil
