@@ -3,8 +3,11 @@ package agent
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/roce-agent/roce-agent/nic"
 	"github.com/roce-agent/roce-agent/nic/sysfstest"
@@ -110,6 +114,8 @@ func TestMetricsBadCounterFile(t *testing.T) {
 		Ports: []sysfstest.RDMAPort{{State: "4: ACTIVE", PhysState: "5: LinkUp", Rate: "400 Gb/sec (4X NDR)", LinkLayer: "Ethernet"}}})
 	port := "/devices/pci0000:17/0000:17:01.0/0000:18:00.0/infiniband/mlx5_0/ports/1"
 	tree.WriteFile(port+"/hw_counters/np_cnp_sent", "garbage")
+	tree.WriteFile(port+"/hw_counters/rp_cnp_ignored", "18446744073709551616") // 2^64
+	tree.WriteFile(port+"/hw_counters/np_ecn_marked_roce_packets", " 42 ")
 	tree.Remove(port + "/hw_counters/out_of_sequence")
 	if tree.Err() != nil {
 		t.Fatal(tree.Err())
@@ -120,7 +126,8 @@ func TestMetricsBadCounterFile(t *testing.T) {
 	}
 	m, _ := fixtureMetrics(t, fs, nil)
 	got := scrape(t, m)
-	if strings.Contains(got, `stat="np_cnp_sent"`) || !strings.Contains(got, `roce_agent_rdma_hw_stats_total{port="1",rdma_dev="mlx5_0",stat="rp_cnp_handled"} 0`) ||
+	if strings.Contains(got, `stat="np_cnp_sent"`) || strings.Contains(got, `stat="rp_cnp_ignored"`) ||
+		!strings.Contains(got, `roce_agent_rdma_hw_stats_total{port="1",rdma_dev="mlx5_0",stat="np_ecn_marked_roce_packets"} 42`) || !strings.Contains(got, `roce_agent_rdma_hw_stats_total{port="1",rdma_dev="mlx5_0",stat="rp_cnp_handled"} 0`) ||
 		!strings.Contains(got, `roce_agent_collector_success{collector="rdma_counters"} 0`) || strings.Contains(got, "lifespan") {
 		t.Errorf("scrape:\n%s", got)
 	}
@@ -180,4 +187,97 @@ func TestMetricsPFCFailure(t *testing.T) {
 		!strings.Contains(got, `roce_agent_collector_success{collector="links"} 1`) {
 		t.Errorf("scrape:\n%s", got)
 	}
+}
+
+// The PMA data counters count 4-octet words; the agent exports them in
+// bytes, as node_exporter's infiniband collector does. On a copy of the
+// 10-NIC dgx-h100 fixture with distinct word counts per port (some past
+// 2^32 bytes), both must export the same bytes for every device and port.
+func TestDataBytesMatchNodeExporter(t *testing.T) {
+	exporter := nodeExporterPath()
+	if exporter == "" {
+		t.Skip(nodeExporterMissing)
+	}
+	tree, err := sysfstest.DGXH100(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs, err := filepath.Glob(filepath.Join(tree.Root(), "class", "infiniband", "*", "ports", "*", "counters"))
+	if err != nil || len(dirs) != 10 {
+		t.Fatalf("counters directories: %v, %v", dirs, err)
+	}
+	for i, dir := range dirs {
+		for j, name := range []string{"port_xmit_data", "port_rcv_data"} {
+			words := uint64(1_000_000_007)*uint64(i+1) + uint64(j)*3_000_000_019
+			if err := os.WriteFile(filepath.Join(dir, name), fmt.Appendf(nil, "%d\n", words), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	url := startNodeExporter(t, exporter, tree.Root())
+
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	theirs, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := nic.NewFS(tree.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := fixtureMetrics(t, fs, nil)
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		ours[mf.GetName()] = mf
+	}
+	for _, dir := range []string{"transmitted", "received"} {
+		got := bytesByPort(ours["roce_agent_rdma_port_data_"+dir+"_bytes_total"], "rdma_dev")
+		want := bytesByPort(theirs["node_infiniband_port_data_"+dir+"_bytes_total"], "device")
+		if len(want) != 10 {
+			t.Fatalf("node_exporter exported %d %s series, want 10: %v", len(want), dir, want)
+		}
+		for port, w := range want {
+			if w == 0 {
+				t.Errorf("node_exporter %s %s: 0, the test wrote more", dir, port)
+			}
+			if g, ok := got[port]; !ok || g != w {
+				t.Errorf("%s bytes of %s: agent %v (exported %v), node_exporter %v", dir, port, g, ok, w)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: agent exports %d series, node_exporter %d", dir, len(got), len(want))
+		}
+	}
+	got := scrape(t, m)
+	if strings.Contains(got, `stat="port_xmit_data"`) || strings.Contains(got, `stat="port_rcv_data"`) {
+		t.Error("rdma_port_stats_total still exports the data counters in words")
+	}
+}
+
+// bytesByPort maps "device/port" to the value of each counter of mf, the
+// device named by label dev.
+func bytesByPort(mf *dto.MetricFamily, dev string) map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range mf.GetMetric() {
+		var d, p string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case dev:
+				d = l.GetValue()
+			case "port":
+				p = l.GetValue()
+			}
+		}
+		out[d+"/"+p] = m.GetCounter().GetValue()
+	}
+	return out
 }
