@@ -8,7 +8,7 @@ FUZZTIME    ?= 3s
 BENCHTIME   ?= 20x
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
-LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 EXAMPLE     ?= dgx-h100
 
 # go-nvml is cgo; its header marks many calls deprecated, which is noise.
@@ -39,7 +39,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 3s)
 	  done; \
 	done
 
-bench: ## speed against the alternatives measured in the same run: link engine vs iproute2, scrape vs node_exporter, drift, footprint (root; about 2 minutes)
+bench: ## speed against the alternatives measured in the same run: link engine vs iproute2, scrape vs node_exporter, drift, footprint (root, node_exporter; about 2 minutes)
+	@command -v prometheus-node-exporter >/dev/null || command -v node_exporter >/dev/null || \
+	  { echo "make bench compares the /metrics scrape with node_exporter, which is not installed: apt-get install prometheus-node-exporter" >&2; exit 1; }
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./nic/linkengine/ ./nic/ ./agent/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./cmd/roce-agent/
 

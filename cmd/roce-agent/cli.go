@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/vishvananda/netns"
 
@@ -27,23 +27,14 @@ const (
 	exitUsage = 2
 )
 
-type command struct {
-	name    string
-	summary string
-	run     func(env *cliEnv) error
-	// desired: the command converges the host, so it refuses to start
-	// without a desired state (a config file with rails or qos).
-	desired bool
-}
-
-var commands = []command{
-	{"inventory", "print GPUs, RDMA NICs, their PCIe affinity and the rails", runInventory, false},
-	{"run", "run the daemon: keep rails converged, serve /metrics, /healthz, /readyz, /v1/status", runDaemon, true},
-	{"plan", "print the link and QoS changes apply would make (changes nothing)", runPlan, true},
-	{"apply", "converge every rail (links, then QoS) once and exit (non-zero if a rail did not converge)", runApply, true},
-	{"teardown", "print, then remove, every address, rule and route roce-agent owns (--dry-run: print only)", runTeardown, false},
-	{"version", "print the version", runVersion, false},
-}
+// exitCodesHelp is the exit status table of the root help and docs/cli.md.
+const exitCodesHelp = `Exit status:
+  0  success
+  1  error: a missing sysfs root, a rail that did not converge, state_dir
+     locked by another roce-agent, a teardown that could not remove everything
+  2  usage or config error: an unknown command or flag, an unexpected
+     argument, a bad --output; a config that is missing, unreadable, empty,
+     without a desired state, or invalid. Nothing was changed.`
 
 // cliEnv is what a subcommand gets: the loaded config and where to write.
 type cliEnv struct {
@@ -56,99 +47,327 @@ type cliEnv struct {
 	nvml func() nvml.Interface
 }
 
-type usageError struct{ msg string }
+// usageError is a command line roce-agent cannot run: exit 2. cmd is the
+// command whose help to point at ("roce-agent plan").
+type usageError struct{ msg, cmd string }
 
 func (e *usageError) Error() string { return e.msg }
 
+// run executes the command line args and returns the exit status; errors
+// are printed to stderr as "roce-agent: <err>".
 func run(args []string, stdout, stderr io.Writer) int {
-	code, err := runE(args, stdout, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "roce-agent: %v\n", clipLines(err))
-		var ue *usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintln(stderr, "run 'roce-agent --help' for usage")
-			return exitUsage
-		}
-		var ce *configError
-		if errors.As(err, &ce) {
-			return exitUsage
-		}
+	err := execute(args, stdout, stderr)
+	if err == nil {
+		return exitOK
 	}
-	return code
+	fmt.Fprintf(stderr, "roce-agent: %v\n", clipLines(err))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		cmd := ue.cmd
+		if cmd == "" {
+			cmd = "roce-agent"
+		}
+		fmt.Fprintf(stderr, "run '%s --help' for usage\n", cmd)
+		return exitUsage
+	}
+	var ce *configError
+	if errors.As(err, &ce) {
+		return exitUsage
+	}
+	return exitError
 }
 
-func newFlagSet(stderr io.Writer) *pflag.FlagSet {
-	fs := pflag.NewFlagSet("roce-agent", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.String("config", "", "YAML config file (keys in docs/config.md; default $ROCE_AGENT_CONFIG, else "+DefaultConfigPath+")")
-	fs.String("sysfs-root", nic.DefaultRoot, "sysfs tree to read (a host mount or a fixture tree)")
-	fs.StringP("output", "o", "table", "output format: table or json")
-	fs.String("log-level", "info", "log level: debug, info, warn, error")
-	fs.String("log-format", "auto", "log format: auto (json under systemd or Kubernetes), text or json")
-	fs.String("listen", "", "run: address for /metrics, /healthz, /readyz, /v1/status (default listen.metrics, "+agent.DefaultConfig().Listen.Metrics+")")
-	fs.Bool("dry-run", false, "teardown: print what would be removed, remove nothing")
-	fs.BoolP("help", "h", false, "show this help")
-	fs.SortFlags = false
-	fs.Usage = func() {}
-	return fs
+func execute(args []string, stdout, stderr io.Writer) error {
+	root := newRootCommand(stdout, stderr)
+	if args == nil {
+		args = []string{} // nil would make cobra read os.Args
+	}
+	root.SetArgs(args)
+	_, err := root.ExecuteC()
+	return err
 }
 
-func usage(w io.Writer, fs *pflag.FlagSet) {
-	fmt.Fprintf(w, "Usage: roce-agent [flags] <command>\n\nCommands:\n")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintf(w, "\nFlags:\n%s", fs.FlagUsages())
-	fmt.Fprintf(w, "\nEvery config key can also be set as ROCE_AGENT_<KEY> (dots become underscores).\n")
+// commandSpec is one subcommand: its help and what it runs.
+type commandSpec struct {
+	use, short, long, example string
+	// changes says what the command changes on the host; exit, its exit
+	// statuses. Both end the help text and docs/cli.md's section.
+	changes, exit string
+	run           func(env *cliEnv) error
+	// desired: the command converges the host, so it refuses to start
+	// without a desired state (a config file with rails or qos).
+	desired bool
 }
 
-func runE(args []string, stdout, stderr io.Writer) (int, error) {
-	fs := newFlagSet(stderr)
-	if err := fs.Parse(args); err != nil {
-		return exitUsage, &usageError{err.Error()}
+const exitUsageLine = "2 a usage or config error (nothing was changed)"
+
+var commandSpecs = []commandSpec{
+	{
+		use:   "inventory",
+		short: "Print GPUs, RDMA NICs, their PCIe affinity and the rails",
+		long: `Print the host's GPUs, RDMA NICs, the PCIe path between them and the rails
+roce-agent derives (one NIC per rail, each GPU on the rail of its closest NIC),
+with warnings for anything odd. With --sysfs-root DIR the inventory is read from
+that tree alone: no netlink, no NVML, no other host file. The config file is
+read when it exists (its rail pins apply); without one the defaults are used.`,
+		example: `  # the live host
+  roce-agent inventory
+
+  # a saved sysfs tree, as JSON
+  roce-agent inventory --sysfs-root testdata/sysfs/dgx-h100/sys -o json
+
+  # with the rail pins of a config file
+  roce-agent --config /etc/roce-agent/config.yaml inventory`,
+		changes: "nothing.",
+		exit:    "0 the inventory was printed; 1 an error (a missing or invalid sysfs root); " + exitUsageLine + ".",
+		run:     runInventory,
+	},
+	{
+		use:   "run",
+		short: "Run the daemon: keep rails converged, serve /metrics, /healthz, /readyz, /v1/status",
+		long: `Run the node agent: converge every rail (links, then QoS), then keep the rails
+converged on netlink events and a periodic resync, and serve /metrics,
+/healthz, /readyz and /v1/status on --listen (default listen.metrics). SIGHUP
+reloads the config file (a refused reload keeps the running config); SIGTERM
+or SIGINT stops the daemon. It needs a desired state (a config file with a
+rail that has an address, or a qos section) and holds the state_dir lock while
+it runs.`,
+		example: `  # the daemon, as the systemd unit runs it
+  roce-agent --config /etc/roce-agent/config.yaml run
+
+  # metrics on every address, JSON logs
+  roce-agent --config /etc/roce-agent/config.yaml run --listen :9487 --log-format json`,
+		changes: "the rails' addresses, source rules, routes, link settings and QoS, like apply, for as long as it runs.",
+		exit:    "0 stopped by SIGTERM or SIGINT; 1 an error (state_dir locked by another roce-agent, the listen address in use); " + exitUsageLine + ".",
+		run:     runDaemon,
+		desired: true,
+	},
+	{
+		use:   "plan",
+		short: "Print the link and QoS changes apply would make (changes nothing)",
+		long: `Print every link and QoS change apply would make, and every conflict with
+state roce-agent does not own (a foreign address where a rail's address should
+go, say): "N changes, M conflicts", then one line each. It needs a desired
+state, like apply.`,
+		example: `  roce-agent --config /etc/roce-agent/config.yaml plan
+
+  # machine-readable
+  roce-agent --config /etc/roce-agent/config.yaml plan -o json`,
+		changes: "nothing.",
+		exit:    "0 the plan was printed (conflicts included); 1 an error (a reconcile refused, such as rails that came out empty while roce-agent owns state); " + exitUsageLine + ".",
+		run:     runPlan,
+		desired: true,
+	},
+	{
+		use:   "apply",
+		short: "Converge every rail (links, then QoS) once and exit",
+		long: `Converge every rail once (links, then QoS) and print what was changed, rail by
+rail. A rail that cannot converge (a conflict, a missing netdev) does not stop
+the others. It needs a desired state and takes the state_dir lock, so it fails
+while the daemon runs.`,
+		example: `  roce-agent --config /etc/roce-agent/config.yaml apply
+
+  # a JSON report
+  roce-agent --config /etc/roce-agent/config.yaml apply -o json`,
+		changes: "each rail's addresses, source rules, routes, MTU and link settings and its QoS (trust, PFC, ETS, DSCP mapping); what roce-agent owns is recorded in the kernel objects (protocol 171) and in state_dir.",
+		exit:    "0 every rail converged; 1 a rail did not converge, or an error (state_dir locked); " + exitUsageLine + ".",
+		run:     runApply,
+		desired: true,
+	},
+	{
+		use:   "teardown",
+		short: "Print, then remove, every address, rule and route roce-agent owns",
+		long: `Print every address, rule and route roce-agent owns on this host, then remove
+exactly those (with --dry-run: print only). It is the only command that removes
+state without a desired rail, and needs no desired state. It takes the
+state_dir lock, so it fails while the daemon runs.`,
+		example: `  # what would be removed
+  roce-agent --config /etc/roce-agent/config.yaml teardown --dry-run
+
+  # remove it
+  roce-agent --config /etc/roce-agent/config.yaml teardown`,
+		changes: "removes the objects roce-agent owns and nothing else; with --dry-run, nothing.",
+		exit:    "0 everything owned was removed (or listed, with --dry-run); 1 something could not be removed, or an error (state_dir locked); " + exitUsageLine + ".",
+		run:     runTeardown,
+	},
+	{
+		use:   "version",
+		short: "Print the version, commit, Go version and build date",
+		long: `Print the version, the commit, the Go version, the platform and the build date
+(roce-agent --version prints the same text). Like every command it reads the
+config file when it exists, so a bad one is an error.`,
+		example: `  roce-agent version
+  roce-agent version -o json
+  roce-agent --version`,
+		changes: "nothing.",
+		exit:    "0 printed; " + exitUsageLine + ".",
+		run:     runVersion,
+	},
+}
+
+func init() {
+	// help lists the commands in the order of commandSpecs.
+	cobra.EnableCommandSorting = false
+}
+
+// newRootCommand builds the command tree; stdout and stderr are where it
+// writes.
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "roce-agent",
+		Short: "The RoCE node agent",
+		Long: `roce-agent maps GPUs to RDMA NICs and rails and converges each rail's addresses,
+source routing, link settings and QoS.
+
+Settings come from, weakest first: defaults, the YAML config file (--config,
+else $ROCE_AGENT_CONFIG, else ` + DefaultConfigPath + `), ROCE_AGENT_* environment
+variables (every scalar key, dots as underscores: ROCE_AGENT_LOG_LEVEL), flags.
+The keys are in docs/config.md; the commands in docs/cli.md.
+
+` + exitCodesHelp,
+		Example: `  roce-agent inventory
+  roce-agent --config /etc/roce-agent/config.yaml plan -o json
+  roce-agent --config /etc/roce-agent/config.yaml apply
+  roce-agent help teardown`,
+		Version:       versionInfo()["version"],
+		Args:          cobra.ArbitraryArgs,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				fmt.Fprint(stderr, cmd.UsageString())
+				return &usageError{msg: "no command given"}
+			}
+			return unknownCommand(cmd, args[0])
+		},
 	}
-	if help, _ := fs.GetBool("help"); help {
-		usage(stdout, fs)
-		return exitOK, nil
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetVersionTemplate(strings.ReplaceAll(versionText(), "{{", `{{"{{"}}`))
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{msg: err.Error(), cmd: cmd.CommandPath()}
+	})
+	root.SuggestionsMinimumDistance = 2
+	// The root (and completion) run only to report a missing or unknown
+	// command: their usage line is "roce-agent [command]".
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
+	root.Flags().SortFlags = false
+
+	pf := root.PersistentFlags()
+	pf.String("config", "", "YAML config file (keys in docs/config.md; default $ROCE_AGENT_CONFIG, else "+DefaultConfigPath+")")
+	pf.String("sysfs-root", nic.DefaultRoot, "sysfs tree to read (a host mount or a fixture tree)")
+	pf.StringP("output", "o", "table", "output format: table or json")
+	pf.String("log-level", "info", "log level: debug, info, warn, error")
+	pf.String("log-format", "auto", "log format: auto (json under systemd or Kubernetes), text or json")
+	pf.String("listen", "", "run: address for /metrics, /healthz, /readyz, /v1/status (default listen.metrics, "+agent.DefaultConfig().Listen.Metrics+")")
+	pf.SortFlags = false
+	for flag, values := range map[string][]string{"output": {"table", "json"}, "log-level": {"debug", "info", "warn", "error"}, "log-format": {"auto", "text", "json"}} {
+		_ = root.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		usage(stderr, fs)
-		return exitUsage, &usageError{"no command given"}
+	_ = root.MarkPersistentFlagDirname("sysfs-root")
+	_ = root.MarkPersistentFlagFilename("config", "yaml", "yml")
+
+	for _, spec := range commandSpecs {
+		cmd := &cobra.Command{
+			Use:               spec.use,
+			Short:             spec.short,
+			Long:              spec.long + "\n\n" + wrap("Changes: "+spec.changes, 80) + "\n\n" + wrap("Exit status: "+spec.exit, 80),
+			Annotations:       map[string]string{"changes": spec.changes, "exit": spec.exit},
+			Example:           spec.example,
+			Args:              noArgs,
+			ValidArgsFunction: cobra.NoFileCompletions,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return runCommand(cmd, spec, stdout, stderr)
+			},
+		}
+		cmd.Flags().SortFlags = false
+		if spec.use == "teardown" {
+			cmd.Flags().Bool("dry-run", false, "print what would be removed, remove nothing")
+		}
+		root.AddCommand(cmd)
 	}
-	var cmd *command
-	for i := range commands {
-		if commands[i].name == rest[0] {
-			cmd = &commands[i]
+
+	// cobra's completion command, with a missing or unknown shell a usage
+	// error instead of its help and exit 0.
+	root.InitDefaultCompletionCmd()
+	if completion, _, err := root.Find([]string{"completion"}); err == nil && completion != root {
+		var shells []string
+		for _, c := range completion.Commands() {
+			shells = append(shells, c.Name())
+		}
+		completion.Args = cobra.ArbitraryArgs
+		completion.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				fmt.Fprint(stderr, cmd.UsageString())
+				return &usageError{msg: fmt.Sprintf("completion: no shell given (%s)", strings.Join(shells, ", ")), cmd: cmd.CommandPath()}
+			}
+			return &usageError{msg: fmt.Sprintf("completion: unknown shell %q (%s)", args[0], strings.Join(shells, ", ")), cmd: cmd.CommandPath()}
 		}
 	}
-	if cmd == nil {
-		names := make([]string, len(commands))
-		for i, c := range commands {
-			names[i] = c.name
+	return root
+}
+
+// wrap breaks a one-line paragraph into lines of at most width bytes.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(s) {
+		switch {
+		case i == 0:
+		case n+1+len(w) > width:
+			b.WriteByte('\n')
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
 		}
-		return exitUsage, &usageError{fmt.Sprintf("unknown command %q (commands: %s)", rest[0], strings.Join(names, ", "))}
+		b.WriteString(w)
+		n += len(w)
 	}
-	if len(rest) > 1 {
-		return exitUsage, &usageError{fmt.Sprintf("%s: unexpected argument %q", cmd.name, rest[1])}
+	return b.String()
+}
+
+// noArgs refuses any argument: every command takes flags only.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return &usageError{msg: fmt.Sprintf("%s: unexpected argument %q", cmd.Name(), args[0]), cmd: cmd.CommandPath()}
 	}
+	return nil
+}
+
+// unknownCommand is cobra's message for a command it does not know, with
+// its suggestions ("Did you mean this?").
+func unknownCommand(root *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, root.CommandPath())
+	if suggestions := root.SuggestionsFor(name); len(suggestions) > 0 {
+		msg += "\n\nDid you mean this?"
+		for _, s := range suggestions {
+			msg += "\n\t" + s
+		}
+		msg += "\n"
+	}
+	return &usageError{msg: msg}
+}
+
+// runCommand loads the config for one subcommand and runs it.
+func runCommand(cmd *cobra.Command, spec commandSpec, stdout, stderr io.Writer) error {
+	// cmd.Flags() holds the command's own flags and, once cobra has parsed
+	// them, the root's persistent ones: loadConfig looks up both.
+	fs := cmd.Flags()
 	output, _ := fs.GetString("output")
 	if output != "table" && output != "json" {
-		return exitUsage, &usageError{fmt.Sprintf("--output: %q is not one of table, json", output)}
+		return &usageError{msg: fmt.Sprintf("--output: %q is not one of table, json", output), cmd: cmd.CommandPath()}
 	}
-	cfg, err := loadConfig(fs, cmd.desired)
+	cfg, err := loadConfig(fs, spec.desired)
 	if err != nil {
-		return exitUsage, err
+		return err
 	}
 	logger, err := newLogger(stderr, cfg.Log)
 	if err != nil {
-		return exitError, err
+		return err
 	}
 	env := &cliEnv{flags: fs, cfg: cfg, output: output, stdout: stdout, log: logger, nvml: func() nvml.Interface { return nvml.New() }}
-	if err := cmd.run(env); err != nil {
-		return exitError, err
-	}
-	return exitOK, nil
+	return spec.run(env)
 }
 
 func newLogger(w io.Writer, c agent.LogConfig) (*slog.Logger, error) {
@@ -185,22 +404,11 @@ func runInventory(env *cliEnv) error {
 }
 
 func runVersion(env *cliEnv) error {
-	info := versionInfo()
 	if env.output == "json" {
-		return agent.WriteJSON(env.stdout, info)
+		return agent.WriteJSON(env.stdout, versionInfo())
 	}
-	keys := make([]string, 0, len(info))
-	for k := range info {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	fmt.Fprintf(env.stdout, "roce-agent %s\n", info["version"])
-	for _, k := range keys {
-		if k != "version" {
-			fmt.Fprintf(env.stdout, "  %s: %s\n", k, info[k])
-		}
-	}
-	return nil
+	_, err := io.WriteString(env.stdout, versionText())
+	return err
 }
 
 // openNode opens the pipeline on this process's network namespace.

@@ -166,7 +166,7 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 	var cfg agent.Config
 	err = v.UnmarshalExact(&cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.WeaklyTypedInput = false
-		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(strictScalars, mapstructure.StringToSliceHookFunc(","))
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(strictScalars, commaList)
 	})
 	if err != nil {
 		// mapstructure prefixes a generic line; the rest names the field.
@@ -276,6 +276,23 @@ func parseDocument(data []byte) (map[string]any, error) {
 		return nil, err
 	}
 	return doc.(map[string]any), nil
+}
+
+// commaList turns a string into a list where the key is a list, as env
+// values arrive ("10.0.0.0/8,fc00::/16", "3,4"); each item is then
+// decoded (strictly) as the list's element type.
+func commaList(_ reflect.Type, to reflect.Type, data any) (any, error) {
+	str, ok := data.(string)
+	if !ok || to.Kind() != reflect.Slice {
+		return data, nil
+	}
+	var out []string
+	for _, item := range strings.Split(str, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out, nil
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))
