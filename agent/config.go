@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/prometheus/exporter-toolkit/web"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"github.com/roce-agent/roce-agent/gpu/topology"
@@ -57,6 +60,10 @@ type ListenConfig struct {
 	// remote Prometheus. Connections arriving on a rail address are
 	// closed unserved whatever this says; "" serves nothing.
 	Metrics string `mapstructure:"metrics"`
+	// WebConfigFile is a Prometheus web configuration file (the format of
+	// node_exporter's --web.config.file: TLS, client certificates, basic
+	// auth) for that endpoint; "" serves plain HTTP.
+	WebConfigFile string `mapstructure:"web_config_file"`
 }
 
 // ReconcileConfig paces the daemon's loop.
@@ -141,6 +148,11 @@ func (c Config) Validate() error {
 			fail("listen.metrics", "%s is not host:port (e.g. 127.0.0.1:9487, :9487, [::1]:9487)", v1.Clip(l))
 		}
 	}
+	if f := c.Listen.WebConfigFile; f != "" {
+		if err := checkWebConfig(f); err != nil {
+			fail("listen.web_config_file", "%s: %s", v1.Clip(f), v1.Clip(err.Error()))
+		}
+	}
 	errs = append(errs, c.NodeConfig.Problems()...)
 	return errors.Join(errs...)
 }
@@ -163,4 +175,21 @@ func (c Config) Pins() []topology.RailPin {
 func (c Config) QoSProfile() (qos.Profile, []error) {
 	_, errs := c.QoS.Check("qos")
 	return qos.FromConfig(c.QoS), errs
+}
+
+// checkWebConfig validates a web configuration file as the server will
+// read it: a regular file of at most 1 MiB (a symlink, as Kubernetes
+// mounts secrets, is followed), then exporter-toolkit's own checks
+// (certificate and key readable and matching, bcrypt user hashes).
+func checkWebConfig(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return err
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("not a regular file")
+	case st.Size() > 1<<20:
+		return fmt.Errorf("larger than 1 MiB")
+	}
+	return web.Validate(path)
 }

@@ -92,6 +92,7 @@ type Daemon struct {
 	lastErr    string       // the loop's last reconcile error, for transition logging
 	ncclNotes  string       // the NCCL hand-off notes last logged
 	listen     atomic.Value // the listen address Run serves (string)
+	webConfig  atomic.Value // the web configuration file Run serves with (string)
 	Reconciles atomic.Int64 // reconciles run, for tests
 }
 
@@ -156,8 +157,13 @@ func (d *Daemon) Reload(load func() (Config, error)) error {
 		old := d.node.Config()
 		if cfg.StateDir != old.StateDir {
 			err = fmt.Errorf("state_dir: %s differs from the running %s; changing it needs a restart", cfg.StateDir, old.StateDir)
-		} else if bound, ok := d.listen.Load().(string); ok && cfg.Listen.Metrics != bound {
-			d.log.Warn("listen.metrics differs from the address served; it takes effect at restart", "serving", bound, "configured", cfg.Listen.Metrics)
+		} else {
+			if bound, ok := d.listen.Load().(string); ok && cfg.Listen.Metrics != bound {
+				d.log.Warn("listen.metrics differs from the address served; it takes effect at restart", "serving", bound, "configured", cfg.Listen.Metrics)
+			}
+			if served, ok := d.webConfig.Load().(string); ok && cfg.Listen.WebConfigFile != served {
+				d.log.Warn("listen.web_config_file differs from the one served; it takes effect at restart", "serving", served, "configured", cfg.Listen.WebConfigFile)
+			}
 		}
 	}
 	if err == nil {
@@ -250,17 +256,19 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 		// The server has its own context: it stops after the loop, and
 		// nothing it holds (connections, fds) is needed by the loop.
 		limits := DefaultHTTPLimits().Effective()
+		webConfig := d.node.Config().Listen.WebConfigFile
+		d.webConfig.Store(webConfig)
 		srv := NewHTTPServer(d.Handler(), limits, d.log)
 		hctx, stopHTTP := context.WithCancel(context.Background())
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
-			if err := ServeHTTP(hctx, ln, srv, limits, d.http); err != nil {
+			if err := ServeWeb(hctx, ln, srv, limits, d.http, webConfig, d.log); err != nil {
 				d.log.Error("http server failed", "err", err)
 			}
 		}()
 		defer func() { stopHTTP(); <-served }()
-		d.log.Info("serving", "listen", ln.Addr().String(), "max_connections", limits.MaxConns)
+		d.log.Info("serving", "listen", ln.Addr().String(), "max_connections", limits.MaxConns, "web_config_file", webConfig)
 	}
 	done := make(chan struct{})
 	defer close(done)

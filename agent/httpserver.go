@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/exporter-toolkit/web"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -163,6 +165,13 @@ const httpShutdownGrace = 2 * time.Second
 // never take a slot. ServeHTTP sets srv.ConnState (keeping any hook
 // already there); srv cannot be served again afterwards.
 func ServeHTTP(ctx context.Context, ln net.Listener, srv *http.Server, limits HTTPLimits, guard *HTTPGuard) error {
+	return ServeWeb(ctx, ln, srv, limits, guard, "", nil)
+}
+
+// ServeWeb is ServeHTTP with a Prometheus web configuration file
+// (prometheus/exporter-toolkit, as node_exporter's --web.config.file):
+// TLS, client certificates and basic auth. "" serves plain HTTP.
+func ServeWeb(ctx context.Context, ln net.Listener, srv *http.Server, limits HTTPLimits, guard *HTTPGuard, webConfigFile string, log *slog.Logger) error {
 	if guard == nil {
 		guard = new(HTTPGuard)
 	}
@@ -175,7 +184,17 @@ func ServeHTTP(ctx context.Context, ln net.Listener, srv *http.Server, limits HT
 		}
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(lim) }()
+	go func() {
+		if webConfigFile == "" {
+			errc <- srv.Serve(lim)
+			return
+		}
+		if log == nil {
+			log = slog.Default()
+		}
+		noSocket := false
+		errc <- web.Serve(lim, srv, &web.FlagConfig{WebListenAddresses: &[]string{}, WebSystemdSocket: &noSocket, WebConfigFile: &webConfigFile}, log)
+	}()
 	select {
 	case err := <-errc:
 		_ = lim.Close()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roce-agent/roce-agent/nic/nettest"
 )
 
 // httpWait bounds every wait in these tests: far above what a healthy
@@ -713,6 +716,66 @@ func BenchmarkHTTPServerGET(b *testing.B) {
 					}
 				})
 			})
+		}
+	}
+}
+
+// TestHTTPServeWebConfig: with a web configuration file the endpoint is
+// HTTPS with basic auth (exporter-toolkit), behind the same limits: no
+// credentials get 401, the right ones 200, plain HTTP gets nothing, and
+// POST is still refused.
+func TestHTTPServeWebConfig(t *testing.T) {
+	cfg := nettest.WebConfig(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	limits := DefaultHTTPLimits()
+	srv := NewHTTPServer(h, limits, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- ServeWeb(ctx, ln, srv, limits, nil, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeWeb: %v", err)
+		}
+	}()
+	base := "https://" + ln.Addr().String() + "/healthz"
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	get := func(method, user, pass string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, base, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get("GET", "", ""); got != http.StatusUnauthorized {
+		t.Errorf("no credentials: %d, want 401", got)
+	}
+	if got := get("GET", nettest.WebUser, "wrong"); got != http.StatusUnauthorized {
+		t.Errorf("wrong password: %d, want 401", got)
+	}
+	if got := get("GET", nettest.WebUser, nettest.WebPassword); got != http.StatusOK {
+		t.Errorf("right credentials: %d, want 200", got)
+	}
+	if got := get("POST", nettest.WebUser, nettest.WebPassword); got != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d, want 405", got)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second}
+	if resp, err := plain.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP was served")
 		}
 	}
 }

@@ -260,6 +260,7 @@ The keys are in docs/config.md; the commands in docs/cli.md.
 	pf.String("log-level", "info", "log level: debug, info, warn, error")
 	pf.String("log-format", "auto", "log format: auto (json under systemd or Kubernetes), text or json")
 	pf.String("listen", "", "run: address for /metrics, /healthz, /readyz, /v1/status (default listen.metrics, "+agent.DefaultConfig().Listen.Metrics+")")
+	pf.String("web-config-file", "", "run: Prometheus web configuration file for that endpoint: TLS, client certificates, basic auth (default listen.web_config_file)")
 	pf.SortFlags = false
 	for flag, values := range map[string][]string{"output": {"table", "json"}, "log-level": {"debug", "info", "warn", "error"}, "log-format": {"auto", "text", "json"}} {
 		_ = root.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))

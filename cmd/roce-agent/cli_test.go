@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/roce-agent/roce-agent/nic/nettest"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -468,6 +469,7 @@ func TestDocumentedEnv(t *testing.T) {
 	cases := map[string]envCase{
 		"ROCE_AGENT_GENERATION":                      {bad: "1.5", key: "generation", good: "7"},
 		"ROCE_AGENT_GPU_NVML":                        {bad: "maybe", key: "gpu.nvml", good: "off"},
+		"ROCE_AGENT_LISTEN_WEB_CONFIG_FILE":          {bad: "/nonexistent/web.yml", key: "listen.web_config_file", good: nettest.WebConfig(t)},
 		"ROCE_AGENT_NODE_NAME":                       {good: "env-node-42", args: inventory, output: `"node": "env-node-42"`},
 		"ROCE_AGENT_NODE_INDEX":                      {bad: "-1", key: "node.index", good: "3"},
 		"ROCE_AGENT_SYSFS_ROOT":                      {bad: "/" + strings.Repeat("s", 1100), key: "sysfs_root", good: soft, args: []string{"inventory", "-o", "json"}, output: `"rdma_device": "rxe0"`},

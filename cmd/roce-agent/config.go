@@ -119,7 +119,7 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 		}
 		v.SetDefault(key, value)
 	}
-	for key, flag := range map[string]string{"sysfs_root": "sysfs-root", "log.level": "log-level", "log.format": "log-format", "listen.metrics": "listen"} {
+	for key, flag := range map[string]string{"sysfs_root": "sysfs-root", "log.level": "log-level", "log.format": "log-format", "listen.metrics": "listen", "listen.web_config_file": "web-config-file"} {
 		if f := flags.Lookup(flag); f != nil {
 			if err := v.BindPFlag(key, f); err != nil {
 				return def, fmt.Errorf("bind flag %s: %w", flag, err)
