@@ -7,11 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/prometheus/exporter-toolkit/web"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"github.com/roce-agent/roce-agent/gpu/topology"
@@ -150,7 +147,7 @@ func (c Config) Validate() error {
 	}
 	if f := c.Listen.WebConfigFile; f != "" {
 		if err := checkWebConfig(f); err != nil {
-			fail("listen.web_config_file", "%s: %s", v1.Clip(f), v1.Clip(err.Error()))
+			fail("listen.web_config_file", "%s: %v", v1.Clip(f), err)
 		}
 	}
 	errs = append(errs, c.NodeConfig.Problems()...)
@@ -175,21 +172,4 @@ func (c Config) Pins() []topology.RailPin {
 func (c Config) QoSProfile() (qos.Profile, []error) {
 	_, errs := c.QoS.Check("qos")
 	return qos.FromConfig(c.QoS), errs
-}
-
-// checkWebConfig validates a web configuration file as the server will
-// read it: a regular file of at most 1 MiB (a symlink, as Kubernetes
-// mounts secrets, is followed), then exporter-toolkit's own checks
-// (certificate and key readable and matching, bcrypt user hashes).
-func checkWebConfig(path string) error {
-	st, err := os.Stat(path)
-	switch {
-	case err != nil:
-		return err
-	case !st.Mode().IsRegular():
-		return fmt.Errorf("not a regular file")
-	case st.Size() > 1<<20:
-		return fmt.Errorf("larger than 1 MiB")
-	}
-	return web.Validate(path)
 }

@@ -92,7 +92,7 @@ type Daemon struct {
 	lastErr    string       // the loop's last reconcile error, for transition logging
 	ncclNotes  string       // the NCCL hand-off notes last logged
 	listen     atomic.Value // the listen address Run serves (string)
-	webConfig  atomic.Value // the web configuration file Run serves with (string)
+	webConfig  atomic.Value // the web configuration Run serves with (webServed)
 	Reconciles atomic.Int64 // reconciles run, for tests
 }
 
@@ -161,8 +161,8 @@ func (d *Daemon) Reload(load func() (Config, error)) error {
 			if bound, ok := d.listen.Load().(string); ok && cfg.Listen.Metrics != bound {
 				d.log.Warn("listen.metrics differs from the address served; it takes effect at restart", "serving", bound, "configured", cfg.Listen.Metrics)
 			}
-			if served, ok := d.webConfig.Load().(string); ok && cfg.Listen.WebConfigFile != served {
-				d.log.Warn("listen.web_config_file differs from the one served; it takes effect at restart", "serving", served, "configured", cfg.Listen.WebConfigFile)
+			if served, ok := d.webConfig.Load().(webServed); ok && !served.same(cfg.Listen.WebConfigFile) {
+				d.log.Warn("listen.web_config_file (or a file it names) differs from what is served; it takes effect at restart", "serving", served.path, "configured", cfg.Listen.WebConfigFile)
 			}
 		}
 	}
@@ -256,19 +256,37 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 		// The server has its own context: it stops after the loop, and
 		// nothing it holds (connections, fds) is needed by the loop.
 		limits := DefaultHTTPLimits().Effective()
-		webConfig := d.node.Config().Listen.WebConfigFile
-		d.webConfig.Store(webConfig)
+		cfg := d.node.Config()
+		served := webServed{path: cfg.Listen.WebConfigFile}
+		webConfig := ""
+		if served.path != "" {
+			// Serve a snapshot: exporter-toolkit reads its file again on
+			// every connection, and a file edited under the daemon must
+			// not change (or break) the endpoint before a restart.
+			data, err := LoadWebConfig(served.path)
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("listen.web_config_file %s: %w", served.path, err)
+			}
+			webConfig = filepath.Join(cfg.StateDir, WebConfigSnapshot)
+			if err := linkengine.WriteFileAtomic(webConfig, data, 0o600); err != nil {
+				ln.Close()
+				return err
+			}
+			served.data = data
+		}
+		d.webConfig.Store(served)
 		srv := NewHTTPServer(d.Handler(), limits, d.log)
 		hctx, stopHTTP := context.WithCancel(context.Background())
-		served := make(chan struct{})
+		stopped := make(chan struct{})
 		go func() {
-			defer close(served)
+			defer close(stopped)
 			if err := ServeWeb(hctx, ln, srv, limits, d.http, webConfig, d.log); err != nil {
 				d.log.Error("http server failed", "err", err)
 			}
 		}()
-		defer func() { stopHTTP(); <-served }()
-		d.log.Info("serving", "listen", ln.Addr().String(), "max_connections", limits.MaxConns, "web_config_file", webConfig)
+		defer func() { stopHTTP(); <-stopped }()
+		d.log.Info("serving", "listen", ln.Addr().String(), "max_connections", limits.MaxConns, "web_config_file", served.path, "tls", served.path != "")
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -415,6 +433,25 @@ func (d *Daemon) subscribe(done <-chan struct{}) error {
 		}
 	}()
 	return nil
+}
+
+// webServed is the web configuration the endpoint serves: the configured
+// path and the self-contained snapshot taken at start.
+type webServed struct {
+	path string
+	data []byte
+}
+
+// same reports whether path, read now, is what is served.
+func (w webServed) same(path string) bool {
+	if path != w.path {
+		return false
+	}
+	if path == "" {
+		return true
+	}
+	data, err := LoadWebConfig(path)
+	return err == nil && string(data) == string(w.data)
 }
 
 // checkLock verifies the state directory's lock, logging when it is lost

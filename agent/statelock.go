@@ -140,7 +140,7 @@ func removeStaleTemps(dir string) {
 		if !e.Type().IsRegular() || !strings.HasPrefix(name, ".") {
 			continue
 		}
-		for _, base := range []string{linkengine.OwnedFile, DesiredFile, NCCLEnvFile} {
+		for _, base := range []string{linkengine.OwnedFile, DesiredFile, NCCLEnvFile, WebConfigSnapshot} {
 			if strings.HasPrefix(name, "."+base+".") {
 				_ = os.Remove(filepath.Join(dir, name))
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -774,5 +775,55 @@ func TestDaemonHoldsUnderAttack(t *testing.T) {
 	_ = cmd.Process.Signal(unix.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("exit after SIGTERM: %v", err)
+	}
+}
+
+// TestWebConfigIsASnapshot: the daemon serves HTTPS with basic auth from
+// listen.web_config_file as it was at start. Editing the file under it
+// (dropping basic auth) changes nothing until a restart, and a SIGHUP says
+// so.
+func TestWebConfigIsASnapshot(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 1)
+	web := nettest.WebConfig(t)
+	cfg := labConfigN(t, t.TempDir(), 1)
+	cmd, sd, logs := startDaemon(t, lab, nil, "--config", cfg, "--listen", "127.0.0.1:19491", "--web-config-file", web, "run")
+	client := nsClient(t, lab.Host)
+	client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	status := func(auth bool) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "https://127.0.0.1:19491/healthz", nil)
+		if auth {
+			req.SetBasicAuth(nettest.WebUser, nettest.WebPassword)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if a, b := status(false), status(true); a != http.StatusUnauthorized || b != http.StatusOK {
+		t.Fatalf("served: %d without credentials, %d with; want 401, 200", a, b)
+	}
+	// Drop basic auth from the file under the running daemon.
+	raw, err := os.ReadFile(web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsOnly := string(raw[:strings.Index(string(raw), "basic_auth_users:")])
+	if err := os.WriteFile(web, []byte(tlsOnly), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(false); got != http.StatusUnauthorized {
+		t.Errorf("after the file lost basic auth, no credentials get %d, want 401 until a restart", got)
+	}
+	_ = cmd.Process.Signal(unix.SIGHUP)
+	waitFor(t, "READY=1 after the reload", func() bool { return sd.Count("READY=1") == 2 })
+	if !strings.Contains(logs.String(), "listen.web_config_file (or a file it names) differs from what is served; it takes effect at restart") {
+		t.Errorf("the reload did not say the web config changes at restart:\n%s", logs.String())
+	}
+	if got := status(false); got != http.StatusUnauthorized {
+		t.Errorf("after the reload, no credentials get %d, want 401", got)
 	}
 }
