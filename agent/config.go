@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
@@ -105,8 +106,8 @@ func (c Config) Validate() error {
 	fail := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if c.SysfsRoot == "" {
-		fail("sysfs_root", "must not be empty")
+	if strings.TrimSpace(c.SysfsRoot) == "" {
+		fail("sysfs_root", "must not be empty or blank")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

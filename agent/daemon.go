@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,11 +88,11 @@ type Daemon struct {
 	heartbeat  atomic.Int64 // unix nanoseconds of the loop's last sign of life
 	ready      atomic.Bool
 	lockLost   atomic.Bool
-	lastErr    string       // the loop's last reconcile error, for transition logging
-	ncclNotes  string       // the NCCL hand-off notes last logged
-	listen     atomic.Value // the listen address Run serves (string)
-	webConfig  atomic.Value // the web configuration Run serves with (webServed)
-	Reconciles atomic.Int64 // reconciles run, for tests
+	lastErr    string          // the loop's last reconcile error, for transition logging
+	ncclNotes  map[string]bool // the NCCL hand-off notes in force
+	listen     atomic.Value    // the listen address Run serves (string)
+	webConfig  atomic.Value    // the web configuration Run serves with (webServed)
+	Reconciles atomic.Int64    // reconciles run, for tests
 }
 
 // NewDaemon opens the node (netlink and dcbnl sockets of the rails'
@@ -593,13 +592,21 @@ func nodeConditions(inv *Inventory, fs *nic.FS) []Condition {
 
 func (d *Daemon) handOff(cfg Config, st *NodeStatus) error {
 	data, notes := NCCLEnv(st.Rails, cfg.QoS.RoCETos)
-	// Notes are logged when they change, not on every reconcile.
-	if joined := strings.Join(notes, "\n"); joined != d.ncclNotes {
-		for _, n := range notes {
+	// A note is logged when it appears and when it clears, not on every
+	// reconcile.
+	now := map[string]bool{}
+	for _, n := range notes {
+		now[n] = true
+		if !d.ncclNotes[n] {
 			d.log.Warn("nccl hand-off", "note", n)
 		}
-		d.ncclNotes = joined
 	}
+	for n := range d.ncclNotes {
+		if !now[n] {
+			d.log.Info("nccl hand-off note cleared", "note", n)
+		}
+	}
+	d.ncclNotes = now
 	changed, err := writeIfChanged(ncclPath(cfg.StateDir), data)
 	if changed {
 		d.log.Info("nccl env written", "path", ncclPath(cfg.StateDir))

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // RailTableSpan is how many rails the routing table and rule priority
@@ -34,6 +35,9 @@ func (c NodeConfig) Problems() []error {
 	}
 	if c.Node.Index != nil && *c.Node.Index < 0 {
 		fail("node.index", "%d is negative", *c.Node.Index)
+	}
+	if n := c.Node.Name; len(n) > 253 || strings.IndexFunc(n, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		fail("node.name", "%s is not a node name (at most 253 bytes, no white space or control characters)", Clip(n))
 	}
 	c.validateRails(fail)
 	c.validateLink(fail)

@@ -180,7 +180,8 @@ while the daemon runs.`,
 		long: `Print every address, rule and route roce-agent owns on this host, then remove
 exactly those (with --dry-run: print only). It is the only command that removes
 state without a desired rail, and needs no desired state. It takes the
-state_dir lock, so it fails while the daemon runs.`,
+state_dir lock, so it fails while the daemon runs; --dry-run, which changes
+nothing, takes none.`,
 		example: `  # what would be removed
   roce-agent --config /etc/roce-agent/config.yaml teardown --dry-run
 
@@ -295,6 +296,7 @@ The keys are in docs/config.md; the commands in docs/cli.md.
 		var shells []string
 		for _, c := range completion.Commands() {
 			shells = append(shells, c.Name())
+			c.Args = noArgs // "completion bash extra" is a usage error
 		}
 		completion.Args = cobra.ArbitraryArgs
 		completion.RunE = func(cmd *cobra.Command, args []string) error {
@@ -486,6 +488,15 @@ func applyNode(env *cliEnv, node *agent.Node) error {
 // --dry-run) removes exactly those: the only command that removes state
 // without a desired rail.
 func runTeardown(env *cliEnv) error {
+	if dryRun, _ := env.flags.GetBool("dry-run"); dryRun {
+		// A dry run changes nothing: like plan, it takes no lock.
+		node, err := openNode(env)
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		return teardownNode(env, node)
+	}
 	return withLockedNode(env, "teardown", func(node *agent.Node) error { return teardownNode(env, node) })
 }
 

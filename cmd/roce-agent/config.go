@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
@@ -410,13 +411,17 @@ func clipPlain(v any) string {
 // clipLines cuts every line of an error message to 300 bytes, so that a
 // hostile value is never echoed in full.
 func clipLines(err error) error {
-	const max = 300
+	const max = 280 // with the "... (N bytes)" suffix, at most 300
 	msg := err.Error()
 	lines := strings.Split(msg, "\n")
 	cut := false
 	for i, l := range lines {
 		if len(l) > max {
-			lines[i] = l[:max] + fmt.Sprintf("... (%d bytes)", len(l))
+			end := max
+			for end > 0 && !utf8.RuneStart(l[end]) {
+				end-- // never split a character
+			}
+			lines[i] = l[:end] + fmt.Sprintf("... (%d bytes)", len(l))
 			cut = true
 		}
 	}

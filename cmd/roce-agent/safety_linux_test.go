@@ -368,6 +368,10 @@ func TestStateDirLock(t *testing.T) {
 			t.Errorf("%v while the daemon runs: exit %d, want 1 and %q in\n%s", args, code, want, out)
 		}
 	}
+	// A dry run changes nothing and takes no lock, like plan.
+	if code, out, _ := inLab(t, lab, nil, "--config", cfg, "teardown", "--dry-run"); code != 0 || !strings.Contains(out, "objects owned by roce-agent") {
+		t.Errorf("teardown --dry-run while the daemon runs: exit %d\n%s", code, out)
+	}
 	w.Stop()
 	if n, kinds := w.Count(); n != 0 {
 		t.Errorf("refused commands caused %d netlink events %v", n, kinds)

@@ -517,9 +517,14 @@ func foreignInRail(r RailLink, link Link, owned Owned, live LiveState) []railCon
 				}
 				obj := fmt.Sprintf("address %s on %s", want, r.Netdev)
 				owner := fmt.Sprintf("foreign address %s (not marked protocol %d, not in the ownership record)", have, AddrProtocol)
+				what := "not added"
+				then := "wait for it"
+				if hasPrefix(link.Addrs, want) {
+					what, then = "held", "are left as they are until it is gone"
+				}
 				out = append(out, railConflict{Conflict{Rail: r.Rail, Netdev: r.Netdev, Object: obj, Owner: owner,
-					Reason: fmt.Sprintf("%s not added: foreign address %s on %s overlaps the rail's %s (it is not marked protocol %d nor in the ownership record); the rail's %s rule and routes wait for it",
-						obj, have, r.Netdev, want.Masked(), AddrProtocol, fam)}, want.Addr().Is6()})
+					Reason: fmt.Sprintf("%s %s: foreign address %s on %s overlaps the rail's %s (it is not marked protocol %d nor in the ownership record); the rail's %s rule and routes %s",
+						obj, what, have, r.Netdev, want.Masked(), AddrProtocol, fam, then)}, want.Addr().Is6()})
 				break
 			}
 		}

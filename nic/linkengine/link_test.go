@@ -174,6 +174,17 @@ ip -6 route replace fc00::/16 via fc00:0:0:1:: dev eth0 table 1000 proto 171
 `,
 		},
 		{
+			name: "a foreign address next to the rail's own: held, nothing removed or added", rails: []RailLink{r1},
+			live: func() LiveState {
+				l := converged(r1)
+				link := l.Links["eth1"]
+				link.Addrs = append(link.Addrs, netip.MustParsePrefix("10.0.1.0/31"))
+				l.Links["eth1"] = link
+				return l
+			}(),
+			want: "conflict rail 1 (eth1): address 10.0.1.1/31 on eth1 held: foreign address 10.0.1.0/31 on eth1 overlaps the rail's 10.0.1.0/31 (it is not marked protocol 171 nor in the ownership record); the rail's IPv4 rule and routes are left as they are until it is gone\n",
+		},
+		{
 			name: "missing netdev is a conflict", rails: []RailLink{rail(2, "eth9", "10.0.2.1/31", "")},
 			live: LiveState{Links: map[string]Link{}}, want: "conflict rail 2 (eth9): netdev eth9 does not exist in the rails' network namespace\n",
 		},
