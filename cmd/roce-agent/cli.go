@@ -506,8 +506,8 @@ func teardownNode(env *cliEnv, node *agent.Node) error {
 	if err != nil {
 		return err
 	}
-	for _, c := range res.Removed {
-		env.log.Info("removed", "object", c)
+	for _, m := range res.Made {
+		env.log.Info("changed", "rail", m.Rail, "netdev", m.Netdev, "kind", string(m.Kind), "object", m.Object, "drift", false)
 	}
 	report := agent.NewTeardownReport(res, dryRun)
 	if err := report.Write(env.stdout, env.output); err != nil {

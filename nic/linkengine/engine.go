@@ -193,7 +193,9 @@ type TeardownResult struct {
 	Planned []string
 	// Removed lists what was removed; Errs what failed.
 	Removed []string
-	Errs    []error
+	// Made is every removal, for the log.
+	Made []Made
+	Errs []error
 }
 
 // Teardown removes everything the agent owns in the namespace (routes,
@@ -227,6 +229,7 @@ func (e *Engine) Teardown(dryRun bool) (TeardownResult, error) {
 			continue
 		}
 		res.Removed = append(res.Removed, c.Command)
+		res.Made = append(res.Made, Made{Rail: e.Range.railOf(c), Netdev: c.Netdev, Kind: c.Kind, Object: c.Command})
 		if c.Kind == AddrDel {
 			owned.remove(c.Netdev, c.Addr)
 		}
@@ -350,7 +353,7 @@ func (e *Engine) Reconcile(desired []RailLink) (ApplyResult, error) {
 			continue
 		}
 		res.Cleanup = append(res.Cleanup, c.Command)
-		res.Made = append(res.Made, Made{Rail: -1, Netdev: c.Netdev, Kind: c.Kind, Object: c.Command})
+		res.Made = append(res.Made, Made{Rail: e.Range.railOf(c), Netdev: c.Netdev, Kind: c.Kind, Object: c.Command})
 		if c.Kind == AddrDel {
 			owned.remove(c.Netdev, c.Addr)
 			recordChanged = true

@@ -235,6 +235,18 @@ type TableRange struct {
 	TableBase, PriorityBase, Size int
 }
 
+// railOf is the rail a removal belonged to, for the log: the rail its
+// table or priority encodes; -1 for an address, which says nothing.
+func (t TableRange) railOf(c Change) int {
+	switch {
+	case c.Kind == RouteDel && t.HasTable(c.Route.Table):
+		return c.Route.Table - t.TableBase
+	case c.Kind == RuleDel && t.HasPriority(c.Rule.Priority):
+		return c.Rule.Priority - t.PriorityBase
+	}
+	return -1
+}
+
 // HasTable reports whether table is in the agent's range.
 func (t TableRange) HasTable(table int) bool {
 	return table >= t.TableBase && table < t.TableBase+t.Size
