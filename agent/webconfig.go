@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -29,7 +30,7 @@ const WebConfigSnapshot = "web-config.yml"
 // neither tls_server_config nor basic_auth_users is refused: an empty or
 // truncated secret must not quietly turn TLS and auth off.
 func LoadWebConfig(path string) ([]byte, error) {
-	raw, err := readBounded(path)
+	raw, err := ReadRegularFile(path, maxWebFile)
 	if err != nil {
 		return nil, err
 	}
@@ -50,9 +51,9 @@ func LoadWebConfig(path string) ([]byte, error) {
 		if !filepath.IsAbs(name) {
 			name = filepath.Join(filepath.Dir(path), name)
 		}
-		b, err := readBounded(name)
+		b, err := ReadRegularFile(name, maxWebFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls_server_config.%s: %w", f.file, err)
+			return nil, fmt.Errorf("tls_server_config.%s %s: %w", f.file, name, err)
 		}
 		delete(tlsConf, f.file)
 		tlsConf[f.inline] = string(b)
@@ -83,12 +84,16 @@ func checkWebConfig(path string) error {
 	return web.Validate(f.Name())
 }
 
-// readBounded reads a regular file of at most maxWebFile bytes without
-// ever blocking on a FIFO or reading a device.
-func readBounded(path string) ([]byte, error) {
+// ReadRegularFile reads a file the agent was pointed at (its config, a
+// web configuration and the files it names) without ever blocking or
+// growing without bound: a regular file only, checked on the opened file
+// (a FIFO, device or directory is refused before any read; a symlink, as
+// Kubernetes mounts secrets, is followed), at most max bytes. Errors
+// other than open's do not repeat the path.
+func ReadRegularFile(path string, max int) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
@@ -97,14 +102,30 @@ func readBounded(path string) ([]byte, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
+		return nil, fmt.Errorf("is a %s, not a regular file", fileKind(st.Mode()))
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxWebFile+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxWebFile {
-		return nil, fmt.Errorf("%s is larger than 1 MiB", path)
+	if len(b) > max {
+		return nil, fmt.Errorf("is larger than %d KiB", max>>10)
 	}
 	return b, nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	}
+	return "special file"
 }

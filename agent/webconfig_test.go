@@ -41,10 +41,10 @@ func TestLoadWebConfig(t *testing.T) {
 	for _, tc := range []struct{ name, path, want string }{
 		{"empty", write("empty.yml", ""), "configures neither tls_server_config nor basic_auth_users"},
 		{"comments only", write("comments.yml", "# nothing\n"), "configures neither"},
-		{"a FIFO as the certificate", write("fifo.yml", "tls_server_config:\n  cert_file: "+fifo+"\n  key_file: k.pem\n"), "tls_server_config.cert_file: " + fifo + " is not a regular file"},
-		{"/dev/zero as the key", write("zero.yml", "tls_server_config:\n  cert_file: "+write("c.pem", "x")+"\n  key_file: /dev/zero\n"), "tls_server_config.key_file: /dev/zero is not a regular file"},
-		{"/dev/zero as the file", "/dev/zero", "/dev/zero is not a regular file"},
-		{"a directory", dir, "is not a regular file"},
+		{"a FIFO as the certificate", write("fifo.yml", "tls_server_config:\n  cert_file: "+fifo+"\n  key_file: k.pem\n"), "tls_server_config.cert_file " + fifo + ": is a FIFO, not a regular file"},
+		{"/dev/zero as the key", write("zero.yml", "tls_server_config:\n  cert_file: "+write("c.pem", "x")+"\n  key_file: /dev/zero\n"), "tls_server_config.key_file /dev/zero: is a character device, not a regular file"},
+		{"/dev/zero as the file", "/dev/zero", "is a character device, not a regular file"},
+		{"a directory", dir, "is a directory, not a regular file"},
 	} {
 		done := make(chan error, 1)
 		go func() { _, err := LoadWebConfig(tc.path); done <- err }()

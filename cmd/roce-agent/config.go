@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/sys/unix"
 
 	"github.com/roce-agent/roce-agent/agent"
 )
@@ -51,45 +49,7 @@ func configPath(flags *pflag.FlagSet) (string, bool) {
 // readConfigFile reads a config file without ever blocking or growing
 // without bound: a regular file only (a FIFO, device or directory is
 // refused before any read), at most maxConfigBytes.
-func readConfigFile(path string) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("is a %s, not a regular file", fileKind(st.Mode()))
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxConfigBytes {
-		return nil, fmt.Errorf("is larger than %d KiB", maxConfigBytes>>10)
-	}
-	return b, nil
-}
-
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&fs.ModeCharDevice != 0:
-		return "character device"
-	case m&fs.ModeDevice != 0:
-		return "block device"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	}
-	return "special file"
-}
+func readConfigFile(path string) ([]byte, error) { return agent.ReadRegularFile(path, maxConfigBytes) }
 
 // loadConfig merges defaults, the config file, ROCE_AGENT_* env and flags
 // (later wins), rejects unknown keys and loose types, and validates the
