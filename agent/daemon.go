@@ -134,12 +134,18 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 // Close releases the sockets.
 func (d *Daemon) Close() { d.node.Close() }
 
-// Node is the daemon's pipeline.
-func (d *Daemon) Node() *Node { return d.node }
+// builtinPaths are the daemon's own routes; Mount cannot replace them.
+var builtinPaths = map[string]bool{"/metrics": true, "/healthz": true, "/readyz": true, "/v1/status": true}
 
 // Mount adds a route to the daemon's HTTP server (the probe API, say);
-// call it before Run. The built-in paths cannot be replaced.
-func (d *Daemon) Mount(pattern string, h http.Handler) { d.routes[pattern] = h }
+// call it before Run. A built-in path or one already mounted is an error.
+func (d *Daemon) Mount(pattern string, h http.Handler) error {
+	if builtinPaths[pattern] || d.routes[pattern] != nil {
+		return fmt.Errorf("mount %s: the path is taken", pattern)
+	}
+	d.routes[pattern] = h
+	return nil
+}
 
 // Reload reads a new configuration with load (which validates it) and
 // swaps it in, then reconciles; changes that follow from it do not count

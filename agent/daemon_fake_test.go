@@ -1,7 +1,10 @@
 package agent
 
 import (
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -142,5 +145,43 @@ func TestDaemonLogsChangesOnceAndProblemsOnTransitions(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "metrics: collector reads everything again") {
 		t.Errorf("no recovery line:\n%s", logs.String())
+	}
+}
+
+// TestDaemonMount: a route mounted before Run is served by the daemon's
+// handler next to the built-in paths, which it cannot replace.
+func TestDaemonMount(t *testing.T) {
+	host := linktest.New()
+	host.AddLink("vethA", 1500)
+	c := DefaultConfig()
+	c.SysfsRoot = filepath.Join("..", "testdata", "sysfs", "soft-roce", "sys")
+	c.StateDir = t.TempDir()
+	c.Rails = []RailConfig{{Rail: intp(0), Netdev: "vethA", IPv4: "10.0.0.1/31"}}
+	d, err := NewDaemon(DaemonOptions{Config: c, Log: quietLog(), Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	probe := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("probe\n")) })
+	if err := d.Mount("/v1/probe", probe); err != nil {
+		t.Fatal(err)
+	}
+	for _, taken := range []string{"/healthz", "/v1/status", "/v1/probe"} {
+		if err := d.Mount(taken, probe); err == nil {
+			t.Errorf("Mount(%s) replaced a route", taken)
+		}
+	}
+	srv := httptest.NewServer(d.Handler())
+	defer srv.Close()
+	for path, want := range map[string]string{"/v1/probe": "probe\n", "/healthz": "ok\n"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != want {
+			t.Errorf("GET %s: %d %q, want 200 %q", path, resp.StatusCode, body, want)
+		}
 	}
 }

@@ -211,13 +211,6 @@ func (n *Node) Refresh() error {
 	return nil
 }
 
-// Snapshot is the last good inventory and desired rails.
-func (n *Node) Snapshot() (*Inventory, []linkengine.RailLink, []string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.inv, n.desired, n.unmanaged
-}
-
 // qosEngine is the QoS engine over the running sysfs tree and dcbnl.
 func (n *Node) qosEngine(fs *nic.FS) *qos.Engine {
 	e := &qos.Engine{Files: fs, DCBErr: n.dcbErr}

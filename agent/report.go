@@ -170,7 +170,10 @@ type TeardownReport struct {
 
 // NewTeardownReport wraps a teardown result for output.
 func NewTeardownReport(res linkengine.TeardownResult, dryRun bool) *TeardownReport {
-	r := &TeardownReport{DryRun: dryRun, Planned: nonNil(res.Planned), Removed: nonNil(res.Removed), Errors: []string{}}
+	r := &TeardownReport{DryRun: dryRun, Planned: nonNil(res.Planned), Removed: []string{}, Errors: []string{}}
+	for _, m := range res.Removed {
+		r.Removed = append(r.Removed, m.Object)
+	}
 	for _, e := range res.Errs {
 		r.Errors = append(r.Errors, e.Error())
 	}

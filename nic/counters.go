@@ -2,7 +2,6 @@ package nic
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"path"
@@ -126,35 +125,7 @@ func parseCounter(raw []byte) (uint64, bool) {
 // readDir lists a directory descriptor, without "." and "..", into b.ents
 // (reused) with names interned in b.names.
 func (b *CounterBuf) readDir(fd int) ([]dirent, error) {
-	out := b.ents[:0]
-	for {
-		n, err := unix.Getdents(fd, b.dents)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return out, err
-		}
-		if n <= 0 {
-			return out, nil
-		}
-		// struct linux_dirent64: d_ino u64, d_off s64, d_reclen u16,
-		// d_type u8, d_name (NUL-terminated).
-		for r := b.dents[:n]; len(r) >= 19; {
-			reclen := int(binary.NativeEndian.Uint16(r[16:18]))
-			if reclen < 19 || reclen > len(r) {
-				return out, unix.EIO
-			}
-			name := r[19:reclen]
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
-			}
-			if !isDots(name) {
-				out = append(out, dirent{name: b.intern(name), typ: r[18]})
-			}
-			r = r[reclen:]
-		}
-	}
+	return appendDirEntries(b.ents[:0], fd, b.dents, b.intern)
 }
 
 func (b *CounterBuf) intern(name []byte) string {

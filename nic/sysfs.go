@@ -706,15 +706,21 @@ type dirent struct {
 
 // readDirEntries lists a directory descriptor, without "." and "..".
 func readDirEntries(fd int) ([]dirent, error) {
-	buf := make([]byte, 8192)
-	var out []dirent
+	return appendDirEntries(nil, fd, make([]byte, 8192), func(b []byte) string { return string(b) })
+}
+
+// appendDirEntries appends the entries of a directory descriptor, without
+// "." and "..", to out, reading with getdents64 into buf and making each
+// name a string with name (which may intern it). It is the one parser of
+// struct linux_dirent64 in the package.
+func appendDirEntries(out []dirent, fd int, buf []byte, name func([]byte) string) ([]dirent, error) {
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return out, err
 		}
 		if n <= 0 {
 			return out, nil
@@ -724,14 +730,14 @@ func readDirEntries(fd int) ([]dirent, error) {
 		for b := buf[:n]; len(b) >= 19; {
 			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
 			if reclen < 19 || reclen > len(b) {
-				return nil, unix.EIO
+				return out, unix.EIO
 			}
-			name := b[19:reclen]
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
+			raw := b[19:reclen]
+			if i := bytes.IndexByte(raw, 0); i >= 0 {
+				raw = raw[:i]
 			}
-			if s := string(name); s != "." && s != ".." {
-				out = append(out, dirent{name: s, typ: b[18]})
+			if !isDots(raw) {
+				out = append(out, dirent{name: name(raw), typ: b[18]})
 			}
 			b = b[reclen:]
 		}

@@ -506,7 +506,7 @@ func teardownNode(env *cliEnv, node *agent.Node) error {
 	if err != nil {
 		return err
 	}
-	for _, m := range res.Made {
+	for _, m := range res.Removed {
 		env.log.Info("changed", "rail", m.Rail, "netdev", m.Netdev, "kind", string(m.Kind), "object", m.Object, "drift", false)
 	}
 	report := agent.NewTeardownReport(res, dryRun)

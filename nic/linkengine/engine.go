@@ -191,11 +191,9 @@ func (e *Engine) plan(desired []RailLink) (Owned, LiveState, LinkPlan, error) {
 type TeardownResult struct {
 	// Planned lists every removal, as commands.
 	Planned []string
-	// Removed lists what was removed; Errs what failed.
-	Removed []string
-	// Made is every removal, for the log.
-	Made []Made
-	Errs []error
+	// Removed is every removal made; Errs what failed.
+	Removed []Made
+	Errs    []error
 }
 
 // Teardown removes everything the agent owns in the namespace (routes,
@@ -223,17 +221,9 @@ func (e *Engine) Teardown(dryRun bool) (TeardownResult, error) {
 	if dryRun {
 		return res, nil
 	}
-	for _, c := range changes {
-		if _, err := e.Host.Apply([]Change{c}); err != nil {
-			res.Errs = append(res.Errs, fmt.Errorf("%s: %w", c.Command, err))
-			continue
-		}
-		res.Removed = append(res.Removed, c.Command)
-		res.Made = append(res.Made, Made{Rail: e.Range.railOf(c), Netdev: c.Netdev, Kind: c.Kind, Object: c.Command})
-		if c.Kind == AddrDel {
-			owned.remove(c.Netdev, c.Addr)
-		}
-	}
+	var errs []error
+	_, res.Removed, errs, _ = e.removeEach(changes, &owned)
+	res.Errs = append(res.Errs, errs...)
 	// Forget recorded addresses that are gone from the host.
 	for nd, addrs := range owned.Addrs {
 		link, ok := live.Links[nd]
@@ -346,25 +336,36 @@ func (e *Engine) Reconcile(desired []RailLink) (ApplyResult, error) {
 		res.Rails = append(res.Rails, rr)
 	}
 	// Owned objects of no configured rail.
-	for _, c := range byRail[-1] {
-		res.Writes++
-		if _, err := e.Host.Apply([]Change{c}); err != nil {
-			res.Errs = append(res.Errs, fmt.Errorf("%s: %w", c.Command, err))
-			continue
-		}
-		res.Cleanup = append(res.Cleanup, c.Command)
-		res.Made = append(res.Made, Made{Rail: e.Range.railOf(c), Netdev: c.Netdev, Kind: c.Kind, Object: c.Command})
-		if c.Kind == AddrDel {
-			owned.remove(c.Netdev, c.Addr)
-			recordChanged = true
-		}
-	}
+	cleanup, made, errs, forgot := e.removeEach(byRail[-1], &owned)
+	res.Writes += len(byRail[-1])
+	res.Cleanup, res.Made, res.Errs = cleanup, append(res.Made, made...), append(res.Errs, errs...)
+	recordChanged = recordChanged || forgot
 	if recordChanged {
 		if err := e.saveOwned(owned); err != nil {
 			res.Errs = append(res.Errs, err)
 		}
 	}
 	return res, nil
+}
+
+// removeEach makes owned-object removals one by one, a failure stopping
+// none of the others, and forgets removed addresses in owned. It returns
+// what was removed (as commands and for the log), the failures, and
+// whether owned changed.
+func (e *Engine) removeEach(cs []Change, owned *Owned) (removed []string, made []Made, errs []error, forgot bool) {
+	for _, c := range cs {
+		if _, err := e.Host.Apply([]Change{c}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.Command, err))
+			continue
+		}
+		removed = append(removed, c.Command)
+		made = append(made, Made{Rail: e.Range.railOf(c), Netdev: c.Netdev, Kind: c.Kind, Object: c.Command})
+		if c.Kind == AddrDel {
+			owned.remove(c.Netdev, c.Addr)
+			forgot = true
+		}
+	}
+	return removed, made, errs, forgot
 }
 
 // errNotConverged is returned by callers that need an error for a result

@@ -277,7 +277,11 @@ func TestEmptyDesiredRemovesNothing(t *testing.T) {
 		t.Fatalf("teardown: %v %+v", err, res)
 	}
 	for _, want := range dry.Planned {
-		if !strings.Contains(strings.Join(res.Removed, "\n"), want) {
+		removed := ""
+		for _, m := range res.Removed {
+			removed += m.Object + "\n"
+		}
+		if !strings.Contains(removed, want) {
 			t.Errorf("planned %q not removed", want)
 		}
 	}

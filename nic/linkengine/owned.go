@@ -19,7 +19,7 @@ const OwnedFile = "owned.json"
 // LoadOwned reads the ownership record; a missing file is an empty record.
 func LoadOwned(stateDir string) (Owned, error) {
 	o := Owned{Addrs: map[string][]netip.Prefix{}}
-	b, err := readStateFile(filepath.Join(stateDir, OwnedFile))
+	b, err := ReadStateFile(filepath.Join(stateDir, OwnedFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return o, nil
 	}
@@ -39,10 +39,10 @@ func LoadOwned(stateDir string) (Owned, error) {
 // directory (an ownership record of 256 rails is a few KB).
 const maxStateFile = 4 << 20
 
-// readStateFile reads one of the agent's own state files: a regular file
+// ReadStateFile reads one of the agent's own state files: a regular file
 // (not followed through a symlink, never a blocking FIFO) of at most
 // maxStateFile bytes.
-func readStateFile(path string) ([]byte, error) {
+func ReadStateFile(path string) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
@@ -63,9 +63,6 @@ func readStateFile(path string) ([]byte, error) {
 	}
 	return b, nil
 }
-
-// ReadStateFile is readStateFile for the agent's other state files.
-func ReadStateFile(path string) ([]byte, error) { return readStateFile(path) }
 
 // SaveOwned writes the ownership record atomically (temporary file, fsync,
 // rename), so a crash leaves the old record or the new one.
