@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/roce-agent/roce-agent/agent"
+	v1 "github.com/roce-agent/roce-agent/api/v1"
 )
 
 // DefaultConfigPath is read when neither --config nor ROCE_AGENT_CONFIG
@@ -207,9 +208,9 @@ func parseDocument(data []byte) (map[string]any, error) {
 				// differ only in case would silently merge.
 				if first, dup := seen[strings.ToLower(key)]; dup {
 					if first == key {
-						return nil, fmt.Errorf("line %d: key %s appears twice in one mapping", n.Content[i].Line, clipValue(key))
+						return nil, fmt.Errorf("line %d: key %s appears twice in one mapping", n.Content[i].Line, v1.Clip(key))
 					}
-					return nil, fmt.Errorf("line %d: key %s repeats key %s (keys are case-insensitive)", n.Content[i].Line, clipValue(key), clipValue(first))
+					return nil, fmt.Errorf("line %d: key %s repeats key %s (keys are case-insensitive)", n.Content[i].Line, v1.Clip(key), v1.Clip(first))
 				}
 				seen[strings.ToLower(key)] = key
 				v, err := conv(n.Content[i+1], depth+1)
@@ -272,7 +273,7 @@ func strictScalars(_ reflect.Type, to reflect.Type, data any) (any, error) {
 		case string:
 			v, err := time.ParseDuration(strings.TrimSpace(d))
 			if err != nil {
-				return nil, fmt.Errorf("%s is not a duration (want e.g. 30s, 1m)", clipValue(d))
+				return nil, fmt.Errorf("%s is not a duration (want e.g. 30s, 1m)", v1.Clip(d))
 			}
 			return v, nil
 		case time.Duration:
@@ -291,7 +292,7 @@ func strictScalars(_ reflect.Type, to reflect.Type, data any) (any, error) {
 		case string:
 			b, err := strconv.ParseBool(strings.TrimSpace(d))
 			if err != nil {
-				return nil, fmt.Errorf("%s is not true or false", clipValue(d))
+				return nil, fmt.Errorf("%s is not true or false", v1.Clip(d))
 			}
 			return b, nil
 		default:
@@ -339,24 +340,15 @@ func strictInt(data any, bits int) (any, error) {
 		v, err := strconv.ParseInt(strings.TrimSpace(d), 10, bits)
 		if err != nil {
 			if errors.Is(err, strconv.ErrRange) {
-				return nil, fmt.Errorf("%s is out of range", clipValue(d))
+				return nil, fmt.Errorf("%s is out of range", v1.Clip(d))
 			}
-			return nil, fmt.Errorf("%s is not an integer", clipValue(d))
+			return nil, fmt.Errorf("%s is not an integer", v1.Clip(d))
 		}
 		return v, nil
 	case bool:
 		return nil, fmt.Errorf("%v is not an integer", d)
 	}
 	return data, nil
-}
-
-// clipValue quotes a value for a message, cut to 64 bytes.
-func clipValue(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return strconv.Quote(s)
-	}
-	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:max]), len(s))
 }
 
 // clipPlain prints a non-string value for a message, cut to 64 bytes.
