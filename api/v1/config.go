@@ -62,6 +62,8 @@ type RailConfig struct {
 	LeafIPv6   string        `json:"leaf_ipv6,omitempty" mapstructure:"leaf_ipv6"`
 	Routes     []string      `json:"routes,omitempty" mapstructure:"routes"`
 	Tenant     *TenantConfig `json:"tenant,omitempty" mapstructure:"tenant"`
+	// Peers are the rail's probe peers (from the controller).
+	Peers []PeerConfig `json:"peers,omitempty" mapstructure:"peers"`
 }
 
 // TenantConfig is the tenant a rail belongs to (reported, not configured on

@@ -329,6 +329,9 @@ func TestOpenAPIMatchesGoTypes(t *testing.T) {
 		"NodeConfig": v1.NodeConfig{}, "NodeIdentity": v1.NodeIdentity{}, "LinkConfig": v1.LinkConfig{}, "RoutingConfig": v1.RoutingConfig{},
 		"AddressingConfig": v1.AddressingConfig{}, "RailConfig": v1.RailConfig{}, "TenantConfig": v1.TenantConfig{},
 		"QoSConfig": v1.QoSConfig{}, "ETSConfig": v1.ETSConfig{}, "DCQCNConfig": v1.DCQCNConfig{},
+		"PeerConfig": v1.PeerConfig{}, "Error": v1.Error{}, "Heartbeat": v1.Heartbeat{}, "NodeList": v1.NodeList{},
+		"NodeSummary": v1.NodeSummary{}, "Tenant": v1.Tenant{}, "TenantMember": v1.TenantMember{}, "Move": v1.Move{},
+		"MoveResult": v1.MoveResult{}, "TenantHealth": v1.TenantHealth{}, "RailHealth": v1.RailHealth{},
 	}
 	// Written always but optional on input: null and absent both leave
 	// PFC alone.

@@ -83,6 +83,38 @@ func (c NodeConfig) validateRails(fail failFunc) {
 			}
 			devices[r.RDMADevice] = i
 		}
+		validatePeers(r.Peers, field+".peers", fail)
+	}
+}
+
+// validatePeers checks a rail's probe peers: a node name, a rail number
+// and addresses that parse, each peer once.
+func validatePeers(peers []PeerConfig, field string, fail failFunc) {
+	seen := map[PeerConfig]int{}
+	for i, p := range peers {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if p.Node == "" || len(p.Node) > 253 || strings.IndexFunc(p.Node, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' }) >= 0 {
+			fail(f+".node", "%s is not a node name", Clip(p.Node))
+		}
+		if p.Rail < 0 || p.Rail > 255 {
+			fail(f+".rail", "%d is outside 0-255", p.Rail)
+		}
+		for _, a := range []struct {
+			s, name string
+			v6      bool
+		}{{p.IPv4, "ipv4", false}, {p.IPv6, "ipv6", true}} {
+			if a.s == "" {
+				continue
+			}
+			if ip, err := netip.ParseAddr(a.s); err != nil || ip.Is6() != a.v6 || ip.Is4In6() || ip.Zone() != "" {
+				fail(f+"."+a.name, "%s is not an %s address", Clip(a.s), map[bool]string{false: "IPv4", true: "IPv6"}[a.v6])
+			}
+		}
+		key := PeerConfig{Node: p.Node, Rail: p.Rail}
+		if j, dup := seen[key]; dup {
+			fail(f, "peer %s rail %d is also %s[%d]", Clip(p.Node), p.Rail, field, j)
+		}
+		seen[key] = i
 	}
 }
 
