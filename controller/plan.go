@@ -1,0 +1,798 @@
+// Package controller is the reference controller (roce-controller): it
+// derives every node's NodeConfig from a fabric plan (nodes, per-rail
+// address pools, tenants), keeps plan, statuses and liveness in etcd and
+// serves the v1 API (api/v1/openapi.yaml) to agents and administrators.
+package controller
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	v1 "github.com/roce-agent/roce-agent/api/v1"
+)
+
+// FieldError is a problem of one field of a plan or a request body (400).
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// ConflictError is a change that contradicts the stored state (409), such
+// as a GPU that another tenant has.
+type ConflictError struct{ Reason string }
+
+func (e *ConflictError) Error() string { return e.Reason }
+
+// NotFoundError names what is not in the plan (404).
+type NotFoundError struct{ What string }
+
+func (e *NotFoundError) Error() string { return e.What + " not found" }
+
+// Plan defaults: what an omitted key means.
+const (
+	DefaultRails    = 8
+	DefaultMTU      = 9000
+	DefaultMaxPeers = 16
+	defaultBase     = 1000
+	// MaxPlanBytes bounds a plan file.
+	MaxPlanBytes = 64 << 20
+)
+
+var (
+	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+	tenantIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+)
+
+// ValidNodeName reports whether s can name a node: it is a URL path
+// segment and an etcd key part, so letters, digits, '.', '_' and '-',
+// starting with a letter or digit, at most 253 bytes.
+func ValidNodeName(s string) bool { return nameRE.MatchString(s) }
+
+// ValidTenantID reports whether s can name a tenant (at most 63 bytes of
+// the node name alphabet).
+func ValidTenantID(s string) bool { return tenantIDRE.MatchString(s) }
+
+// ParsePlan decodes a fabric plan (YAML or JSON), refusing unknown keys,
+// fills the defaults (Defaults) and checks it (CheckPlan).
+func ParsePlan(data []byte) (v1.FabricPlan, error) {
+	var p v1.FabricPlan
+	if len(data) > MaxPlanBytes {
+		return p, fmt.Errorf("plan: %d bytes, more than %d", len(data), MaxPlanBytes)
+	}
+	var doc any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return p, fmt.Errorf("plan: %w", err)
+	}
+	if doc == nil {
+		return p, errors.New("plan: the document is empty")
+	}
+	js, err := json.Marshal(jsonable(doc))
+	if err != nil {
+		return p, fmt.Errorf("plan: %w", err)
+	}
+	if err := DecodeStrict(js, &p); err != nil {
+		return p, fmt.Errorf("plan: %w", err)
+	}
+	p = Defaults(p)
+	return p, CheckPlan(p)
+}
+
+// jsonable turns a YAML tree into one encoding/json takes: mapping keys
+// become strings (dscp_to_priority has integer keys).
+func jsonable(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			t[k] = jsonable(e)
+		}
+		return t
+	case map[any]any:
+		m := make(map[string]any, len(t))
+		for k, e := range t {
+			m[fmt.Sprint(k)] = jsonable(e)
+		}
+		return m
+	case []any:
+		for i, e := range t {
+			t[i] = jsonable(e)
+		}
+		return t
+	}
+	return v
+}
+
+// DecodeStrict decodes one JSON value into v, refusing unknown fields and
+// trailing data; an unknown field or a type mismatch is a *FieldError.
+func DecodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te):
+			return &FieldError{Field: te.Field, Reason: fmt.Sprintf("want %s, got a JSON %s", te.Type, te.Value)}
+		case errors.As(err, &se):
+			return &FieldError{Field: "(body)", Reason: fmt.Sprintf("not JSON at byte %d: %v", se.Offset, err)}
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return &FieldError{Field: f, Reason: "unknown field"}
+		}
+		return &FieldError{Field: "(body)", Reason: err.Error()}
+	}
+	if dec.More() {
+		return &FieldError{Field: "(body)", Reason: "data after the JSON value"}
+	}
+	return nil
+}
+
+// Defaults fills what an omitted key means: 8 rails, MTU 9000, tables and
+// rule priorities from 1000, 16 probe peers per rail.
+func Defaults(p v1.FabricPlan) v1.FabricPlan {
+	if p.Rails == 0 {
+		p.Rails = DefaultRails
+	}
+	if p.Link.MTU == 0 {
+		p.Link.MTU = DefaultMTU
+	}
+	if p.Link.Routing.TableBase == 0 {
+		p.Link.Routing.TableBase = defaultBase
+	}
+	if p.Link.Routing.RulePriorityBase == 0 {
+		p.Link.Routing.RulePriorityBase = defaultBase
+	}
+	if p.Probes.MaxPeers == 0 {
+		p.Probes.MaxPeers = DefaultMaxPeers
+	}
+	return p
+}
+
+// CheckPlan reports every problem of a plan, each a *FieldError, joined:
+// overlapping pools, a node name or index used twice, a tenant member that
+// is not a node, a GPU in two tenants, a VNI or VRF used twice. Defaults
+// must have been applied.
+func CheckPlan(p v1.FabricPlan) error {
+	var errs []error
+	fail := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if p.Rails < 1 || p.Rails > v1.RailTableSpan {
+		fail("rails", "%d is outside 1-%d", p.Rails, v1.RailTableSpan)
+	}
+	if p.Probes.MaxPeers < 1 || p.Probes.MaxPeers > 1024 {
+		fail("probes.max_peers", "%d is outside 1-1024", p.Probes.MaxPeers)
+	}
+	// Link, pools and QoS: the node config's own rules, on a node of
+	// index 0 holding them.
+	for _, err := range (v1.NodeConfig{Link: p.Link, Addressing: p.Addressing, QoS: p.QoS, Node: v1.NodeIdentity{Index: new(int)}}).Problems() {
+		field, reason, _ := strings.Cut(err.Error(), ": ")
+		fail(field, "%s", reason)
+	}
+	pools := [2][]netip.Prefix{v1.ParsePools(p.Addressing.IPv4Pools, false), v1.ParsePools(p.Addressing.IPv6Pools, true)}
+	for fam, list := range [2][]string{p.Addressing.IPv4Pools, p.Addressing.IPv6Pools} {
+		field := [2]string{"addressing.ipv4_pools", "addressing.ipv6_pools"}[fam]
+		if len(list) > 0 && len(list) != p.Rails && p.Rails >= 1 {
+			fail(field, "has %d pools for %d rails (rail n takes pool n)", len(list), p.Rails)
+		}
+	}
+	if len(p.Addressing.IPv4Pools) == 0 && len(p.Addressing.IPv6Pools) == 0 {
+		fail("addressing", "needs ipv4_pools or ipv6_pools (rail n takes pool n)")
+	}
+	names := map[string]int{}
+	indexes := map[int]int{}
+	maxIndex := -1
+	for i, n := range p.Nodes {
+		f := fmt.Sprintf("nodes[%d]", i)
+		if !ValidNodeName(n.Name) {
+			fail(f+".name", "%s is not a node name (letters, digits, '.', '_', '-'; at most 253 bytes)", v1.Clip(n.Name))
+		} else if j, dup := names[n.Name]; dup {
+			fail(f+".name", "%q is also nodes[%d]", n.Name, j)
+		} else {
+			names[n.Name] = i
+		}
+		if n.Index < 0 {
+			fail(f+".index", "%d is negative", n.Index)
+		} else if j, dup := indexes[n.Index]; dup {
+			fail(f+".index", "index %d is also nodes[%d] (%s)", n.Index, j, p.Nodes[j].Name)
+		} else {
+			indexes[n.Index] = i
+			maxIndex = max(maxIndex, n.Index)
+		}
+	}
+	if maxIndex >= 0 {
+		for fam := range pools {
+			for r, pool := range pools[fam] {
+				if pool.IsValid() && !roomFor(pool, maxIndex) {
+					field := [2]string{"addressing.ipv4_pools", "addressing.ipv6_pools"}[fam]
+					fail(fmt.Sprintf("%s[%d]", field, r), "%s has no room for node index %d", pool, maxIndex)
+				}
+			}
+		}
+	}
+
+	ids, vrfs, vnis := map[string]int{}, map[string]int{}, map[int]int{}
+	owner := map[gpuKey]string{} // GPU -> "tenants[i].members[j]"
+	for i, t := range p.Tenants {
+		f := fmt.Sprintf("tenants[%d]", i)
+		for _, err := range tenantProblems(t, f, p.Rails, names) {
+			errs = append(errs, err)
+		}
+		if j, dup := ids[t.ID]; dup && t.ID != "" {
+			fail(f+".id", "%q is also tenants[%d]", t.ID, j)
+		}
+		ids[t.ID] = i
+		if j, dup := vrfs[t.VRF]; dup && t.VRF != "" {
+			fail(f+".vrf", "%q is also tenants[%d] (%s)", t.VRF, j, p.Tenants[j].ID)
+		}
+		vrfs[t.VRF] = i
+		if j, dup := vnis[t.VNI]; dup && t.VNI != 0 {
+			fail(f+".vni", "%d is also tenants[%d] (%s)", t.VNI, j, p.Tenants[j].ID)
+		}
+		vnis[t.VNI] = i
+		for j, m := range t.Members {
+			if _, ok := names[m.Node]; !ok {
+				continue // tenantProblems named it
+			}
+			mf := fmt.Sprintf("%s.members[%d]", f, j)
+			for _, g := range memberGPUs(m, p.Rails) {
+				k := gpuKey{m.Node, g}
+				if other, taken := owner[k]; taken {
+					if !strings.HasPrefix(other, f+".") {
+						fail(mf, "GPU %d of %s is also in %s", g, m.Node, other)
+					}
+					continue
+				}
+				owner[k] = fmt.Sprintf("%s (%s)", f, t.ID)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// roomFor reports whether a pool holds the /31 (/127) of node index i.
+func roomFor(p netip.Prefix, i int) bool {
+	room := new(big.Int).Lsh(big.NewInt(1), uint(p.Addr().BitLen()-p.Bits()-1))
+	return big.NewInt(int64(i)).Cmp(room) < 0
+}
+
+type gpuKey struct {
+	node string
+	gpu  int
+}
+
+// memberGPUs lists the GPUs a member brings: all of them for a whole node.
+func memberGPUs(m v1.TenantMember, rails int) []int {
+	if len(m.GPUs) > 0 {
+		return m.GPUs
+	}
+	out := make([]int, rails)
+	for g := range out {
+		out[g] = g
+	}
+	return out
+}
+
+// tenantProblems checks one tenant on its own: id, VRF, VNI, members that
+// are nodes of the plan (nodes nil: not checked), GPUs in range and each
+// node once.
+func tenantProblems(t v1.Tenant, f string, rails int, nodes map[string]int) []error {
+	var errs []error
+	fail := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if !ValidTenantID(t.ID) {
+		fail(f+".id", "%s is not a tenant id (letters, digits, '.', '_', '-'; at most 63 bytes)", v1.Clip(t.ID))
+	}
+	if t.VRF == "" || len(t.VRF) > 15 || strings.ContainsAny(t.VRF, "/: \t\n") {
+		fail(f+".vrf", "%s is not a VRF name (1-15 characters, no '/', ':' or white space)", v1.Clip(t.VRF))
+	}
+	if t.VNI < 1 || t.VNI > 1<<24-1 {
+		fail(f+".vni", "%d is outside 1-16777215", t.VNI)
+	}
+	seen := map[string]int{}
+	for j, m := range t.Members {
+		mf := fmt.Sprintf("%s.members[%d]", f, j)
+		if nodes != nil {
+			if _, ok := nodes[m.Node]; !ok {
+				fail(mf+".node", "%s is not a node of the plan", v1.Clip(m.Node))
+			}
+		}
+		if k, dup := seen[m.Node]; dup {
+			fail(mf+".node", "%s is also %s.members[%d]: list its GPUs once", v1.Clip(m.Node), f, k)
+		}
+		seen[m.Node] = j
+		gpus := map[int]bool{}
+		for k, g := range m.GPUs {
+			switch {
+			case g < 0 || g >= rails:
+				fail(fmt.Sprintf("%s.gpus[%d]", mf, k), "%d is outside 0-%d", g, rails-1)
+			case gpus[g]:
+				fail(fmt.Sprintf("%s.gpus[%d]", mf, k), "GPU %d is listed twice", g)
+			}
+			gpus[g] = true
+		}
+	}
+	return errs
+}
+
+// Fabric is a checked plan indexed for deriving node configs one at a
+// time: a tenant move re-derives only the nodes it can change.
+type Fabric struct {
+	plan     v1.FabricPlan
+	nodes    map[string]v1.PlanNode
+	pools    [2][]netip.Prefix
+	binding  map[gpuKey]int // GPU -> tenant position in plan.Tenants
+	rings    map[ringKey][]string
+	position map[ringMember]int
+	addrs    map[gpuKey][2]string // host addresses without prefix length
+}
+
+type ringKey struct {
+	tenant int
+	rail   int
+}
+
+type ringMember struct {
+	ring ringKey
+	node string
+}
+
+// NewFabric checks a plan (with defaults filled) and indexes it.
+func NewFabric(p v1.FabricPlan) (*Fabric, error) {
+	p = Defaults(p)
+	if err := CheckPlan(p); err != nil {
+		return nil, err
+	}
+	f := &Fabric{
+		plan: p, nodes: make(map[string]v1.PlanNode, len(p.Nodes)), binding: map[gpuKey]int{},
+		rings: map[ringKey][]string{}, position: map[ringMember]int{}, addrs: make(map[gpuKey][2]string, len(p.Nodes)*p.Rails),
+	}
+	f.pools[0] = v1.ParsePools(p.Addressing.IPv4Pools, false)
+	f.pools[1] = v1.ParsePools(p.Addressing.IPv6Pools, true)
+	for _, n := range p.Nodes {
+		f.nodes[n.Name] = n
+		for r := 0; r < p.Rails; r++ {
+			var a [2]string
+			for fam := range f.pools {
+				if r < len(f.pools[fam]) {
+					a[fam] = hostAddr(f.pools[fam][r], n.Index, 1).String()
+				}
+			}
+			f.addrs[gpuKey{n.Name, r}] = a
+		}
+	}
+	for ti, t := range p.Tenants {
+		for _, m := range t.Members {
+			for _, g := range memberGPUs(m, p.Rails) {
+				f.binding[gpuKey{m.Node, g}] = ti
+				k := ringKey{ti, g}
+				f.rings[k] = append(f.rings[k], m.Node)
+			}
+		}
+	}
+	for k, ring := range f.rings {
+		sort.Slice(ring, func(i, j int) bool { return f.nodes[ring[i]].Index < f.nodes[ring[j]].Index })
+		for i, n := range ring {
+			f.position[ringMember{k, n}] = i
+		}
+	}
+	return f, nil
+}
+
+// Plan returns the plan (defaults filled). The caller must not modify it.
+func (f *Fabric) Plan() v1.FabricPlan { return f.plan }
+
+// Nodes lists the node names, sorted.
+func (f *Fabric) Nodes() []string {
+	out := make([]string, 0, len(f.nodes))
+	for n := range f.nodes {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Node returns a node of the plan.
+func (f *Fabric) Node(name string) (v1.PlanNode, bool) {
+	n, ok := f.nodes[name]
+	return n, ok
+}
+
+// Tenant returns a tenant of the plan.
+func (f *Fabric) Tenant(id string) (v1.Tenant, bool) {
+	for _, t := range f.plan.Tenants {
+		if t.ID == id {
+			return t, true
+		}
+	}
+	return v1.Tenant{}, false
+}
+
+// RailTenant is the tenant rail r of a node belongs to ("" none).
+func (f *Fabric) RailTenant(node string, rail int) string {
+	if ti, ok := f.binding[gpuKey{node, rail}]; ok {
+		return f.plan.Tenants[ti].ID
+	}
+	return ""
+}
+
+// hostAddr is pool + 2*index + off: off 1 the host, 0 the leaf.
+func hostAddr(pool netip.Prefix, index, off int) netip.Addr {
+	b := pool.Addr().AsSlice()
+	n := new(big.Int).SetBytes(b)
+	n.Add(n, big.NewInt(int64(2*index+off)))
+	out := make([]byte, len(b))
+	n.FillBytes(out)
+	a, _ := netip.AddrFromSlice(out)
+	return a
+}
+
+// Config derives a node's config, Generation 0 (the store sets it): one
+// rail per GPU with its host and leaf addresses, routes (link.routes, else
+// the rail's own pools), tenant and probe peers.
+func (f *Fabric) Config(name string) (v1.NodeConfig, bool) {
+	n, ok := f.nodes[name]
+	if !ok {
+		return v1.NodeConfig{}, false
+	}
+	p := f.plan
+	idx := n.Index
+	c := v1.NodeConfig{
+		Node: v1.NodeIdentity{Name: n.Name, Index: &idx},
+		Link: p.Link,
+		QoS:  p.QoS,
+	}
+	c.Link.Routes = slices.Clone(p.Link.Routes)
+	c.Rails = make([]v1.RailConfig, p.Rails)
+	for r := range c.Rails {
+		rail := r
+		rc := v1.RailConfig{Rail: &rail}
+		for fam, bits := range [2]int{31, 127} {
+			if r >= len(f.pools[fam]) {
+				continue
+			}
+			pool := f.pools[fam][r]
+			host := netip.PrefixFrom(hostAddr(pool, idx, 1), bits).String()
+			leaf := hostAddr(pool, idx, 0).String()
+			if fam == 0 {
+				rc.IPv4, rc.LeafIPv4 = host, leaf
+			} else {
+				rc.IPv6, rc.LeafIPv6 = host, leaf
+			}
+			if len(p.Link.Routes) == 0 {
+				rc.Routes = append(rc.Routes, pool.String())
+			}
+		}
+		if ti, ok := f.binding[gpuKey{name, r}]; ok {
+			t := p.Tenants[ti]
+			rc.Tenant = &v1.TenantConfig{ID: t.ID, VRF: t.VRF, VNI: t.VNI}
+			rc.Peers = f.peers(ringKey{ti, r}, name)
+		}
+		c.Rails[r] = rc
+	}
+	return c, true
+}
+
+// peers is a rail's probe peers: every other member of its tenant's ring
+// for that rail, or, when there are more than max_peers, the max_peers/2
+// nearest on each side, so that the relation stays symmetric.
+func (f *Fabric) peers(k ringKey, node string) []v1.PeerConfig {
+	ring := f.rings[k]
+	m := len(ring)
+	if m < 2 {
+		return nil
+	}
+	pos := f.position[ringMember{k, node}]
+	var offsets []int
+	if m-1 <= f.plan.Probes.MaxPeers {
+		for d := 1; d < m; d++ {
+			offsets = append(offsets, d)
+		}
+	} else {
+		h := max(f.plan.Probes.MaxPeers/2, 1)
+		for d := 1; d <= h; d++ {
+			offsets = append(offsets, d, m-d)
+		}
+	}
+	out := make([]v1.PeerConfig, 0, len(offsets))
+	for _, d := range offsets {
+		peer := ring[(pos+d)%m]
+		a := f.addrs[gpuKey{peer, k.rail}]
+		out = append(out, v1.PeerConfig{Node: peer, Rail: k.rail, IPv4: a[0], IPv6: a[1]})
+	}
+	return out
+}
+
+// Derive computes every node's NodeConfig from a plan, by node name, with
+// Generation 0 (the store sets it).
+func Derive(p v1.FabricPlan) (map[string]v1.NodeConfig, error) {
+	f, err := NewFabric(p)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]v1.NodeConfig, len(f.nodes))
+	for n := range f.nodes {
+		out[n], _ = f.Config(n)
+	}
+	return out, nil
+}
+
+// Changed lists, sorted, the nodes whose config differs between two
+// derivations (generation aside), including nodes only in one of them.
+func Changed(old, new map[string]v1.NodeConfig) []string {
+	var out []string
+	for n, c := range new {
+		o, ok := old[n]
+		c.Generation, o.Generation = 0, 0
+		if !ok || !reflect.DeepEqual(o, c) {
+			out = append(out, n)
+		}
+	}
+	for n := range old {
+		if _, ok := new[n]; !ok {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ChangedNodes lists, sorted, the nodes whose config differs between two
+// fabrics, deriving only the candidates: every node when node-wide
+// settings or the node set changed, else the nodes of every tenant ring
+// (tenant and rail) whose members or tenant changed.
+func ChangedNodes(old, new *Fabric) []string {
+	var cands map[string]bool
+	if old == nil || new == nil || !sameGlobals(old.plan, new.plan) || !reflect.DeepEqual(old.nodes, new.nodes) {
+		cands = map[string]bool{}
+		for _, f := range []*Fabric{old, new} {
+			if f != nil {
+				for n := range f.nodes {
+					cands[n] = true
+				}
+			}
+		}
+	} else {
+		cands = ringCandidates(old, new)
+	}
+	var out []string
+	for n := range cands {
+		var a, b v1.NodeConfig
+		var okA, okB bool
+		if old != nil {
+			a, okA = old.Config(n)
+		}
+		if new != nil {
+			b, okB = new.Config(n)
+		}
+		if okA != okB || !reflect.DeepEqual(a, b) {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sameGlobals(a, b v1.FabricPlan) bool {
+	return a.Rails == b.Rails && reflect.DeepEqual(a.Link, b.Link) && reflect.DeepEqual(a.Addressing, b.Addressing) &&
+		reflect.DeepEqual(a.QoS, b.QoS) && a.Probes == b.Probes
+}
+
+// ringCandidates are the members, old and new, of every ring that differs
+// (by tenant identity, VRF, VNI and member list).
+func ringCandidates(old, new *Fabric) map[string]bool {
+	type ringID struct {
+		tenant v1.TenantConfig
+		rail   int
+	}
+	collect := func(f *Fabric) map[ringID][]string {
+		out := make(map[ringID][]string, len(f.rings))
+		for k, ring := range f.rings {
+			t := f.plan.Tenants[k.tenant]
+			out[ringID{v1.TenantConfig{ID: t.ID, VRF: t.VRF, VNI: t.VNI}, k.rail}] = ring
+		}
+		return out
+	}
+	a, b := collect(old), collect(new)
+	cands := map[string]bool{}
+	add := func(ring []string) {
+		for _, n := range ring {
+			cands[n] = true
+		}
+	}
+	for id, ring := range a {
+		if !slices.Equal(ring, b[id]) {
+			add(ring)
+			add(b[id])
+		}
+	}
+	for id, ring := range b {
+		if _, ok := a[id]; !ok {
+			add(ring)
+		}
+	}
+	return cands
+}
+
+// ApplyMove returns the plan with the move done; p is not modified. The
+// GPUs (all of the node's when none are named) leave every tenant and join
+// m.Tenant ("" leaves them in none).
+func ApplyMove(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
+	p = Defaults(p)
+	if !ValidNodeName(m.Node) {
+		return p, &FieldError{Field: "node", Reason: fmt.Sprintf("%s is not a node name", v1.Clip(m.Node))}
+	}
+	if !slices.ContainsFunc(p.Nodes, func(n v1.PlanNode) bool { return n.Name == m.Node }) {
+		return p, &NotFoundError{What: "node " + m.Node}
+	}
+	dest := -1
+	for i, t := range p.Tenants {
+		if t.ID == m.Tenant {
+			dest = i
+		}
+	}
+	if m.Tenant != "" && dest < 0 {
+		return p, &NotFoundError{What: "tenant " + m.Tenant}
+	}
+	gpus := map[int]bool{}
+	for k, g := range m.GPUs {
+		if g < 0 || g >= p.Rails {
+			return p, &FieldError{Field: fmt.Sprintf("gpus[%d]", k), Reason: fmt.Sprintf("%d is outside 0-%d", g, p.Rails-1)}
+		}
+		if gpus[g] {
+			return p, &FieldError{Field: fmt.Sprintf("gpus[%d]", k), Reason: fmt.Sprintf("GPU %d is listed twice", g)}
+		}
+		gpus[g] = true
+	}
+	whole := len(m.GPUs) == 0
+	out := clonePlan(p)
+	for i := range out.Tenants {
+		t := &out.Tenants[i]
+		members := t.Members[:0]
+		for _, mem := range t.Members {
+			if mem.Node == m.Node {
+				if whole {
+					continue
+				}
+				var keep []int
+				for _, g := range memberGPUs(mem, p.Rails) {
+					if !gpus[g] {
+						keep = append(keep, g)
+					}
+				}
+				if len(keep) == 0 {
+					continue
+				}
+				mem.GPUs = keep
+			}
+			members = append(members, mem)
+		}
+		t.Members = members
+	}
+	if dest >= 0 {
+		t := &out.Tenants[dest]
+		var add []int
+		if !whole {
+			add = slices.Sorted(mapsKeys(gpus))
+		}
+		merged := false
+		for j := range t.Members {
+			if t.Members[j].Node == m.Node {
+				if whole {
+					t.Members[j].GPUs = nil
+				} else {
+					g := append(slices.Clone(t.Members[j].GPUs), add...)
+					slices.Sort(g)
+					if len(g) == p.Rails {
+						g = nil // the whole node
+					}
+					t.Members[j].GPUs = g
+				}
+				merged = true
+			}
+		}
+		if !merged {
+			if len(add) == p.Rails {
+				add = nil
+			}
+			t.Members = append(t.Members, v1.TenantMember{Node: m.Node, GPUs: add})
+		}
+	}
+	return out, CheckPlan(out)
+}
+
+func mapsKeys(m map[int]bool) func(func(int) bool) {
+	return func(yield func(int) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// PutTenant returns the plan with the tenant created or replaced; p is
+// not modified. A GPU another tenant has is a *ConflictError, a member that
+// is not a node of the plan a *FieldError.
+func PutTenant(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
+	p = Defaults(p)
+	names := make(map[string]int, len(p.Nodes))
+	for i, n := range p.Nodes {
+		names[n.Name] = i
+	}
+	if errs := tenantProblems(t, "", p.Rails, names); len(errs) > 0 {
+		for _, e := range errs {
+			var fe *FieldError
+			if errors.As(e, &fe) {
+				fe.Field = strings.TrimPrefix(fe.Field, ".")
+			}
+		}
+		return p, errors.Join(errs...)
+	}
+	out := clonePlan(p)
+	replaced := false
+	for i := range out.Tenants {
+		if out.Tenants[i].ID == t.ID {
+			out.Tenants[i] = cloneTenant(t)
+			replaced = true
+			continue
+		}
+		other := out.Tenants[i]
+		if other.VRF == t.VRF {
+			return p, &ConflictError{Reason: fmt.Sprintf("vrf %q is tenant %s's", t.VRF, other.ID)}
+		}
+		if other.VNI == t.VNI {
+			return p, &ConflictError{Reason: fmt.Sprintf("vni %d is tenant %s's", t.VNI, other.ID)}
+		}
+		have := map[gpuKey]bool{}
+		for _, m := range other.Members {
+			for _, g := range memberGPUs(m, p.Rails) {
+				have[gpuKey{m.Node, g}] = true
+			}
+		}
+		for j, m := range t.Members {
+			for _, g := range memberGPUs(m, p.Rails) {
+				if have[gpuKey{m.Node, g}] {
+					return p, &ConflictError{Reason: fmt.Sprintf("members[%d]: GPU %d of %s is tenant %s's; move it first (POST /v1/moves)", j, g, m.Node, other.ID)}
+				}
+			}
+		}
+	}
+	if !replaced {
+		out.Tenants = append(out.Tenants, cloneTenant(t))
+	}
+	return out, CheckPlan(out)
+}
+
+func cloneTenant(t v1.Tenant) v1.Tenant {
+	t.Members = slices.Clone(t.Members)
+	for i := range t.Members {
+		t.Members[i].GPUs = slices.Clone(t.Members[i].GPUs)
+	}
+	return t
+}
+
+// clonePlan copies a plan deeply enough that changing tenants and members
+// of the copy leaves the original alone.
+func clonePlan(p v1.FabricPlan) v1.FabricPlan {
+	out := p
+	out.Nodes = slices.Clone(p.Nodes)
+	out.Tenants = make([]v1.Tenant, len(p.Tenants))
+	for i, t := range p.Tenants {
+		out.Tenants[i] = cloneTenant(t)
+	}
+	return out
+}
