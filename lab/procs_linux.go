@@ -1,0 +1,880 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	v1 "github.com/roce-agent/roce-agent/api/v1"
+)
+
+// Binaries the processes run, looked up in ProcessOptions.BinDir.
+const (
+	AgentBinary      = "roce-agent"
+	ControllerBinary = "roce-controller"
+)
+
+// Defaults of ProcessOptions and the lab's identities.
+const (
+	DefaultControllerPort = 8443
+	// AgentPort is where each agent serves /metrics, /healthz, /readyz
+	// and /v1/status, on its management address.
+	AgentPort = 9487
+	// AdminName is the admin identity (client certificate name) of the
+	// lab.
+	AdminName = "admin"
+)
+
+// Files `roce-controller certs` writes in its directory (a client NAME
+// gets NAME.pem and NAME-key.pem).
+const (
+	caCertFile     = "ca.pem"
+	serverCertFile = "server.pem"
+	serverKeyFile  = "server-key.pem"
+)
+
+// ProcessOptions configure Start.
+type ProcessOptions struct {
+	// BinDir holds roce-controller and roce-agent.
+	BinDir string
+	// ControllerPort is the controller's HTTPS port on its management
+	// address; default DefaultControllerPort.
+	ControllerPort int
+	// LogLevel is the agents' log level (debug, info, warn, error);
+	// default info.
+	LogLevel string
+	// Detach lets the processes outlive this one (no parent-death
+	// signal), for roce-lab --keep; Cleanup stops them.
+	Detach bool
+	// Logger reports process exits; nil discards.
+	Logger *slog.Logger
+}
+
+// Processes are the controller and the agents Start runs for a Fabric:
+// roce-controller serve in the management namespace, one roce-agent run
+// per host namespace, with mTLS between them.
+type Processes struct {
+	f     *Fabric
+	o     ProcessOptions
+	certs Certs
+	url   string
+	admin *http.Client
+	plain *http.Client
+	mu    sync.Mutex
+	procs []*proc // the controller first
+	exits chan ProcessExit
+	// stopping: Stop has begun, exits are expected.
+	stopping atomic.Bool
+	logger   *slog.Logger
+}
+
+// Certs are the lab's certificate files, written by roce-controller certs.
+type Certs struct {
+	Dir                   string
+	CA                    string
+	ServerCert, ServerKey string
+	AdminCert, AdminKey   string
+}
+
+// NodeCert is the client certificate and key of a node.
+func (c Certs) NodeCert(node string) (cert, key string) {
+	return filepath.Join(c.Dir, node+".pem"), filepath.Join(c.Dir, node+"-key.pem")
+}
+
+// ProcessExit reports a process that ended.
+type ProcessExit struct {
+	// Name is "controller" or the node name.
+	Name string
+	Err  error
+	Log  string
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+// Start writes the certificates (roce-controller certs), the plan, the
+// controller's data dir and each agent's config under the work dir,
+// starts the controller and waits until it answers, then starts the
+// agents. If it fails, it stops what it started.
+func (f *Fabric) Start(ctx context.Context, o ProcessOptions) (_ *Processes, err error) {
+	if o.ControllerPort == 0 {
+		o.ControllerPort = DefaultControllerPort
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "info"
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	bin, err := filepath.Abs(o.BinDir)
+	if err != nil {
+		return nil, fmt.Errorf("bin dir: %w", err)
+	}
+	o.BinDir = bin
+	if err := CheckBinaries(bin); err != nil {
+		return nil, err
+	}
+	for _, h := range f.hosts {
+		switch h.node.Name {
+		case AdminName, "ca", "server":
+			return nil, fmt.Errorf("node %s: the name is taken by a certificate of the lab (%s, ca, server)", h.node.Name, AdminName)
+		}
+	}
+	p := &Processes{f: f, o: o, exits: make(chan ProcessExit, len(f.hosts)+1), logger: logger}
+	p.url = "https://" + net.JoinHostPort(f.ControllerAddr().String(), strconv.Itoa(o.ControllerPort))
+	defer func() {
+		if err != nil {
+			_ = p.Stop()
+		}
+	}()
+	f.mu.Lock()
+	err = p.writeFiles()
+	f.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.makeCerts(ctx); err != nil {
+		return nil, err
+	}
+	if p.admin, err = p.client(p.certs.AdminCert, p.certs.AdminKey); err != nil {
+		return nil, err
+	}
+	p.plain = &http.Client{Transport: &http.Transport{DialContext: f.DialContext}, Timeout: 5 * time.Second}
+	if err := p.startController(); err != nil {
+		return nil, err
+	}
+	if err := p.waitController(ctx, time.Minute); err != nil {
+		return nil, err
+	}
+	for i := range f.hosts {
+		if err := p.startAgent(i); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// CheckBinaries reports a bin dir without an executable roce-controller
+// and roce-agent.
+func CheckBinaries(binDir string) error {
+	for _, b := range []string{ControllerBinary, AgentBinary} {
+		if st, err := os.Stat(filepath.Join(binDir, b)); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("no executable %s in %s (go build -o %s ./cmd/roce-controller ./cmd/roce-agent)", b, binDir, binDir)
+		}
+	}
+	return nil
+}
+
+// writeFiles writes the plan and makes the directories.
+func (p *Processes) writeFiles() error {
+	f := p.f
+	plan, err := json.MarshalIndent(f.plan, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode plan: %w", err)
+	}
+	if err := f.writeFile(filepath.Join("controller", "plan.json"), append(plan, '\n')); err != nil {
+		return err
+	}
+	for _, d := range []string{filepath.Join("controller", "data"), "logs", "certs"} {
+		if _, err := f.mkdir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeCerts runs roce-controller certs: a CA, the controller's server
+// certificate for its management address, a client certificate per node
+// and the admin's.
+func (p *Processes) makeCerts(ctx context.Context) error {
+	dir := p.f.path("certs")
+	names := make([]string, 0, len(p.f.hosts)+1)
+	for _, h := range p.f.hosts {
+		names = append(names, h.node.Name)
+	}
+	names = append(names, AdminName)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(p.o.BinDir, ControllerBinary), "certs",
+		"--dir", dir, "--server-host", p.f.ControllerAddr().String(), "--names", strings.Join(names, ","))
+	cmd.Env = childEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("roce-controller certs: %w: %s", err, lastLines(string(out), 5))
+	}
+	c := Certs{
+		Dir: dir, CA: filepath.Join(dir, caCertFile),
+		ServerCert: filepath.Join(dir, serverCertFile), ServerKey: filepath.Join(dir, serverKeyFile),
+	}
+	c.AdminCert, c.AdminKey = c.NodeCert(AdminName)
+	need := []string{c.CA, c.ServerCert, c.ServerKey, c.AdminCert, c.AdminKey}
+	for _, n := range names {
+		cert, key := c.NodeCert(n)
+		need = append(need, cert, key)
+	}
+	for _, file := range need {
+		if _, err := os.Stat(file); err != nil {
+			return fmt.Errorf("roce-controller certs did not write %s: %w", filepath.Base(file), err)
+		}
+	}
+	p.certs = c
+	return nil
+}
+
+// client is an HTTPS client with a client certificate that dials from
+// the management namespace.
+func (p *Processes) client(cert, key string) (*http.Client, error) {
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("load client certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(p.certs.CA)
+	if err != nil {
+		return nil, fmt.Errorf("read ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("ca %s: no certificate", p.certs.CA)
+	}
+	tr := &http.Transport{
+		DialContext:     p.f.DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12},
+	}
+	return &http.Client{Transport: tr, Timeout: 40 * time.Second}, nil
+}
+
+// childEnv is this process's environment without ROCE_AGENT_* variables,
+// which would override the agents' config files.
+func childEnv() []string {
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "ROCE_AGENT_") {
+			env = append(env, e)
+		}
+	}
+	return env
+}
+
+// start runs a command in a namespace.
+// Equivalent to: ip netns exec $ns $bin $args > logs/$name.log 2>&1
+func (p *Processes) start(name, ns string, args ...string) error {
+	logFile := p.f.path("logs", name+".log")
+	out, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log of %s: %w", name, err)
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Stdout, cmd.Stderr, cmd.Env = out, out, childEnv()
+	// Its own process group: a terminal's Ctrl-C reaches roce-lab only,
+	// which stops the processes in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !p.o.Detach {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
+	}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	pr := &proc{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	p.mu.Lock()
+	p.procs = append(p.procs, pr)
+	p.mu.Unlock()
+	go func() {
+		pr.err = cmd.Wait()
+		out.Close()
+		close(pr.done)
+		if p.stopping.Load() {
+			p.logger.Info("process stopped", "process", name)
+			return
+		}
+		p.logger.Warn("process exited", "process", name, "err", pr.err, "log", logFile)
+		select {
+		case p.exits <- ProcessExit{Name: name, Err: pr.err, Log: logFile}:
+		default:
+		}
+	}()
+	return nil
+}
+
+func (p *Processes) startController() error {
+	c := p.certs
+	return p.start("controller", p.f.MgmtNS(), filepath.Join(p.o.BinDir, ControllerBinary), "serve",
+		"--listen", net.JoinHostPort(p.f.ControllerAddr().String(), strconv.Itoa(p.o.ControllerPort)),
+		"--data-dir", p.f.path("controller", "data"),
+		"--plan", p.f.path("controller", "plan.json"),
+		"--tls-cert", c.ServerCert, "--tls-key", c.ServerKey, "--client-ca", c.CA,
+		"--admin", AdminName)
+}
+
+// agentConfig is the agent's config file, as the lab writes it.
+type agentConfig struct {
+	Node struct {
+		Name string `yaml:"name"`
+	} `yaml:"node"`
+	SysfsRoot string `yaml:"sysfs_root"`
+	StateDir  string `yaml:"state_dir"`
+	Listen    struct {
+		Metrics string `yaml:"metrics"`
+	} `yaml:"listen"`
+	Log struct {
+		Format string `yaml:"format"`
+		Level  string `yaml:"level"`
+	} `yaml:"log"`
+	Controller struct {
+		URL      string `yaml:"url"`
+		CAFile   string `yaml:"ca_file"`
+		CertFile string `yaml:"cert_file"`
+		KeyFile  string `yaml:"key_file"`
+	} `yaml:"controller"`
+}
+
+// AgentConfig is the path of host i's agent config file.
+func (p *Processes) AgentConfig(host int) string {
+	return p.f.path("hosts", p.f.hosts[host].node.Name, "agent.yaml")
+}
+
+func (p *Processes) startAgent(i int) error {
+	h := p.f.hosts[i]
+	var c agentConfig
+	c.Node.Name = h.node.Name
+	c.SysfsRoot = h.sysfs
+	c.StateDir = p.f.path("hosts", h.node.Name, "state")
+	c.Listen.Metrics = net.JoinHostPort(p.f.MgmtAddr(i).String(), strconv.Itoa(AgentPort))
+	c.Log.Format, c.Log.Level = "text", p.o.LogLevel
+	c.Controller.URL, c.Controller.CAFile = p.url, p.certs.CA
+	c.Controller.CertFile, c.Controller.KeyFile = p.certs.NodeCert(h.node.Name)
+	data, err := yaml.Marshal(&c)
+	if err != nil {
+		return fmt.Errorf("encode agent config of %s: %w", h.node.Name, err)
+	}
+	p.f.mu.Lock()
+	err = p.f.writeFile(filepath.Join("hosts", h.node.Name, "agent.yaml"), data)
+	p.f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return p.start(h.node.Name, p.f.HostNS(i), filepath.Join(p.o.BinDir, AgentBinary), "--config", p.AgentConfig(i), "run")
+}
+
+// waitController waits until the controller answers GET /v1/nodes.
+func (p *Processes) waitController(ctx context.Context, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var last error
+	for {
+		var nl v1.NodeList
+		if last = p.adminGet(ctx, "/v1/nodes", &nl); last == nil {
+			return nil
+		}
+		if err := p.exitedErr(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the controller at %s: %w (last: %w)", p.url, ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// exitedErr reports a process that has ended, with the end of its log.
+func (p *Processes) exitedErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.procs {
+		select {
+		case <-pr.done:
+			return fmt.Errorf("%s exited (%w); its log %s ends:\n%s", pr.name, exitErr(pr.err), pr.log, tail(pr.log, 8))
+		default:
+		}
+	}
+	return nil
+}
+
+func exitErr(err error) error {
+	if err == nil {
+		return errors.New("status 0")
+	}
+	return err
+}
+
+// tail is the last n lines of a file.
+func tail(file string, n int) string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	return lastLines(string(data), n)
+}
+
+// adminGet GETs a controller path as the admin and decodes the JSON body.
+func (p *Processes) adminGet(ctx context.Context, path string, out any) error {
+	return getJSON(ctx, p.admin, p.url+path, out)
+}
+
+func getJSON(ctx context.Context, c *http.Client, url string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return &httpError{url: url, code: resp.StatusCode, body: strings.TrimSpace(string(body))}
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decode %s: %w", url, err)
+	}
+	return nil
+}
+
+type httpError struct {
+	url  string
+	code int
+	body string
+}
+
+func (e *httpError) Error() string {
+	return fmt.Sprintf("GET %s: %d %s", e.url, e.code, v1.Clip(e.body))
+}
+
+// Exited delivers each process that ends.
+func (p *Processes) Exited() <-chan ProcessExit { return p.exits }
+
+// ControllerURL is the controller's base URL (reachable from the
+// management namespace).
+func (p *Processes) ControllerURL() string { return p.url }
+
+// Certs are the lab's certificate files.
+func (p *Processes) Certs() Certs { return p.certs }
+
+// AdminClient is an HTTPS client with the admin certificate that dials
+// from the management namespace.
+func (p *Processes) AdminClient() *http.Client { return p.admin }
+
+// LogFile is the log of "controller" or a node.
+func (p *Processes) LogFile(name string) string { return p.f.path("logs", name+".log") }
+
+// AgentURL is host i's agent endpoint (/metrics, /v1/status).
+func (p *Processes) AgentURL(host int) string {
+	return "http://" + net.JoinHostPort(p.f.MgmtAddr(host).String(), strconv.Itoa(AgentPort))
+}
+
+// AgentStatus fetches host i's /v1/status.
+func (p *Processes) AgentStatus(ctx context.Context, host int) (v1.NodeStatus, error) {
+	var st v1.NodeStatus
+	err := getJSON(ctx, p.plain, p.AgentURL(host)+"/v1/status", &st)
+	return st, err
+}
+
+// WaitConverged waits until every agent reports, on /v1/status, every
+// rail with LinkUp, MTUReady, AddressesReady and RoutingReady True
+// (GIDReady and the node's ControllerConnected too when reported) and
+// bound to its tenant of the plan the leaves follow. A process that ends
+// meanwhile is an error.
+func (p *Processes) WaitConverged(ctx context.Context) error {
+	var why string
+	for {
+		why = ""
+		plan := p.f.Plan()
+		want := p.f.placement(plan)
+		for i := range p.f.hosts {
+			st, err := p.AgentStatus(ctx, i)
+			if err != nil {
+				why = fmt.Sprintf("%s: %v", p.f.Node(i), err)
+				break
+			}
+			if why = notConverged(st, plan.Rails, want[i]); why != "" {
+				why = p.f.Node(i) + ": " + why
+				break
+			}
+		}
+		if why == "" {
+			return nil
+		}
+		if err := p.exitedErr(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the agents to converge: %w; still: %s", ctx.Err(), why)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// notConverged says why a node status is not converged ("" when it is).
+func notConverged(st v1.NodeStatus, rails int, tenants []string) string {
+	for _, c := range st.Conditions {
+		if c.Type == v1.ConditionControllerConnected && c.Status != v1.StatusTrue {
+			return fmt.Sprintf("%s is %s (%s)", c.Type, c.Status, c.Reason)
+		}
+	}
+	byRail := map[int]v1.RailStatus{}
+	for _, r := range st.Rails {
+		byRail[r.Rail] = r
+	}
+	for n := 0; n < rails; n++ {
+		r, ok := byRail[n]
+		if !ok {
+			return fmt.Sprintf("rail %d not reported", n)
+		}
+		got := map[v1.ConditionType]v1.Condition{}
+		for _, c := range r.Conditions {
+			got[c.Type] = c
+		}
+		for _, t := range []v1.ConditionType{v1.ConditionLinkUp, v1.ConditionMTUReady, v1.ConditionAddressesReady, v1.ConditionRoutingReady, v1.ConditionGIDReady} {
+			c, ok := got[t]
+			if !ok && t != v1.ConditionGIDReady {
+				return fmt.Sprintf("rail %d has no %s", n, t)
+			}
+			if ok && c.Status != v1.StatusTrue {
+				return fmt.Sprintf("rail %d %s is %s (%s)", n, t, c.Status, c.Reason)
+			}
+		}
+		bound := ""
+		if r.Tenant != nil {
+			bound = r.Tenant.ID
+		}
+		if bound != tenants[n] {
+			return fmt.Sprintf("rail %d is bound to %q, the plan says %q", n, bound, tenants[n])
+		}
+	}
+	return ""
+}
+
+// TenantHealth fetches GET /v1/tenants/{tenant}/health as the admin.
+func (p *Processes) TenantHealth(ctx context.Context, tenant string) (v1.TenantHealth, error) {
+	var th v1.TenantHealth
+	err := p.adminGet(ctx, "/v1/tenants/"+tenant+"/health", &th)
+	return th, err
+}
+
+// ControllerPlan rebuilds the tenant membership the controller serves
+// now, from every node's config (GET /v1/nodes/{node}/config as the
+// admin: rail n of a node in tenant T makes GPU n a member of T), on top
+// of the lab's plan.
+func (p *Processes) ControllerPlan(ctx context.Context) (v1.FabricPlan, error) {
+	plan := p.f.Plan()
+	type tenant struct {
+		t    v1.Tenant
+		gpus map[string][]int
+	}
+	found := map[string]*tenant{}
+	for _, n := range plan.Nodes {
+		var cfg v1.NodeConfig
+		if err := p.adminGet(ctx, "/v1/nodes/"+n.Name+"/config", &cfg); err != nil {
+			return v1.FabricPlan{}, err
+		}
+		for _, r := range cfg.Rails {
+			if r.Rail == nil || r.Tenant == nil || r.Tenant.ID == "" {
+				continue
+			}
+			t := found[r.Tenant.ID]
+			if t == nil {
+				t = &tenant{t: v1.Tenant{ID: r.Tenant.ID, VRF: r.Tenant.VRF, VNI: r.Tenant.VNI}, gpus: map[string][]int{}}
+				found[r.Tenant.ID] = t
+			}
+			t.gpus[n.Name] = append(t.gpus[n.Name], *r.Rail)
+		}
+	}
+	// Keep the plan's tenant order, new tenants after, by ID.
+	var order []string
+	for _, t := range plan.Tenants {
+		if found[t.ID] != nil {
+			order = append(order, t.ID)
+		}
+	}
+	var extra []string
+	for id := range found {
+		if !contains(order, id) {
+			extra = append(extra, id)
+		}
+	}
+	sort.Strings(extra)
+	plan.Tenants = nil
+	for _, id := range append(order, extra...) {
+		t := found[id]
+		for _, n := range plan.Nodes {
+			if g := t.gpus[n.Name]; len(g) > 0 {
+				sort.Ints(g)
+				t.t.Members = append(t.t.Members, v1.TenantMember{Node: n.Name, GPUs: g})
+			}
+		}
+		plan.Tenants = append(plan.Tenants, t.t)
+	}
+	return plan, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Follow keeps the leaves on the controller's tenants, as a fabric's own
+// controller would after POST /v1/moves or PUT /v1/tenants: every
+// interval it rebuilds the membership (ControllerPlan) and, when a rail's
+// tenant or a VNI changed, calls Sync. It returns when ctx ends.
+func (p *Processes) Follow(ctx context.Context, interval time.Duration) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+		plan, err := p.ControllerPlan(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.logger.Warn("leaves cannot follow the controller", "err", err)
+			}
+			continue
+		}
+		cur := p.f.Plan()
+		changes := planChanges(p.f, cur, plan)
+		if len(changes) == 0 {
+			continue
+		}
+		if err := p.f.Sync(plan); err != nil {
+			p.logger.Error("leaves did not follow the controller", "err", err)
+			continue
+		}
+		p.logger.Info("leaves follow the controller", "changes", strings.Join(changes, "; "))
+	}
+}
+
+// planChanges lists the rails whose tenant differs between two plans, and
+// the tenants whose VNI does.
+func planChanges(f *Fabric, a, b v1.FabricPlan) []string {
+	wa, wb := f.placement(a), f.placement(b)
+	var out []string
+	for i := range wa {
+		for r := range wa[i] {
+			if wa[i][r] != wb[i][r] {
+				out = append(out, fmt.Sprintf("%s rail %d %s -> %s", f.Node(i), r, orNone(wa[i][r]), orNone(wb[i][r])))
+			}
+		}
+	}
+	vni := map[string]int{}
+	for _, t := range a.Tenants {
+		vni[t.ID] = t.VNI
+	}
+	for _, t := range b.Tenants {
+		if v, ok := vni[t.ID]; ok && v != t.VNI {
+			out = append(out, fmt.Sprintf("%s vni %d -> %d", t.ID, v, t.VNI))
+		}
+	}
+	return out
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// Stop stops the agents, then the controller: SIGTERM, SIGKILL after 10
+// s. It can be called again.
+func (p *Processes) Stop() error {
+	p.stopping.Store(true)
+	p.mu.Lock()
+	procs := append([]*proc(nil), p.procs...)
+	p.mu.Unlock()
+	var errs []error
+	// Agents first (they are after the controller in the list).
+	for i := len(procs) - 1; i >= 0; i-- {
+		if err := procs[i].stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (pr *proc) stop(grace time.Duration) error {
+	select {
+	case <-pr.done:
+		return nil
+	default:
+	}
+	if err := pr.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("stop %s: %w", pr.name, err)
+	}
+	select {
+	case <-pr.done:
+		return nil
+	case <-time.After(grace):
+	}
+	if err := pr.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill %s: %w", pr.name, err)
+	}
+	<-pr.done
+	return nil
+}
+
+// Guide is what roce-lab prints once the lab is up: where things are and
+// commands to try.
+func (p *Processes) Guide() string {
+	f := p.f
+	var b bytes.Buffer
+	plan := f.Plan()
+	want := f.placement(plan)
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	curl := fmt.Sprintf("ip netns exec %s curl -s --cacert %s --cert %s --key %s", f.MgmtNS(), p.certs.CA, p.certs.AdminCert, p.certs.AdminKey)
+	w("Lab %q: %d hosts x %d rails on %d leaves, %d tenants; work dir %s", f.prefix, f.Hosts(), f.Rails(), f.Leaves(), len(plan.Tenants), f.workDir)
+	w("")
+	w("Controller  %s  (netns %s, log %s)", p.url, f.MgmtNS(), p.LogFile("controller"))
+	for _, t := range plan.Tenants {
+		w("  %s %s/v1/tenants/%s/health", curl, p.url, t.ID)
+	}
+	w("  %s %s/v1/nodes", curl, p.url)
+	w("")
+	w("Agents (netns, management address, log):")
+	for i := range f.hosts {
+		w("  %-8s %-6s %-15s %s", f.Node(i), f.HostNS(i), f.MgmtAddr(i), p.LogFile(f.Node(i)))
+	}
+	w("  ip netns exec %s curl -s %s/metrics", f.MgmtNS(), p.AgentURL(0))
+	w("  ip netns exec %s curl -s %s/v1/status", f.MgmtNS(), p.AgentURL(0))
+	w("  ip netns exec %s %s inventory --sysfs-root %s", f.HostNS(0), filepath.Join(p.o.BinDir, AgentBinary), f.SysfsRoot(0))
+	if ok, bad := f.examplePings(want); ok != "" || bad != "" {
+		w("")
+		if ok != "" {
+			w("Within a tenant (works): %s", ok)
+		}
+		if bad != "" {
+			w("Across tenants (fails):  %s", bad)
+		}
+	}
+	if mv, after := f.exampleMove(plan, want); mv != "" {
+		w("")
+		w("Move a GPU to another tenant (the lab's leaves follow within a second):")
+		w("  %s -X POST -H 'Content-Type: application/json' -d '%s' %s/v1/moves", curl, mv, p.url)
+		if after != "" {
+			w("then this works: %s", after)
+		}
+	}
+	if name, addr := f.ExposeLink(); name != "" {
+		w("")
+		w("Exposed: %s in this namespace holds %s: the URLs above work without ip netns exec.", name, addr)
+	}
+	w("")
+	w("Ctrl-C removes everything.")
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// examplePings are ping commands: one between two hosts of a tenant
+// (across leaves when there is such a pair), one between tenants.
+func (f *Fabric) examplePings(want [][]string) (ok, bad string) {
+	cmd := func(h, r, dh int) string {
+		src, dst := f.Rail(h, r), f.Rail(dh, r)
+		return fmt.Sprintf("ip netns exec %s ping -c 1 -W 1 -I %s %s   # %s rail %d (%s) -> %s rail %d (%s)",
+			src.HostNS, src.HostIPv4.Addr(), dst.HostIPv4.Addr(), src.Node, r, orNone(want[h][r]), dst.Node, r, orNone(want[dh][r]))
+	}
+	for pass := 0; pass < 2 && ok == ""; pass++ {
+		for h := range f.hosts {
+			for dh := range f.hosts {
+				for r := 0; r < f.plan.Rails && ok == ""; r++ {
+					if h == dh || want[h][r] == "" || want[h][r] != want[dh][r] {
+						continue
+					}
+					if pass == 0 && f.hosts[h].leaf == f.hosts[dh].leaf {
+						continue
+					}
+					ok = cmd(h, r, dh)
+				}
+			}
+		}
+	}
+	for h := range f.hosts {
+		for dh := range f.hosts {
+			for r := 0; r < f.plan.Rails && bad == ""; r++ {
+				if h != dh && want[h][r] != "" && want[dh][r] != "" && want[h][r] != want[dh][r] {
+					bad = cmd(h, r, dh)
+				}
+			}
+		}
+	}
+	return ok, bad
+}
+
+// exampleMove is a POST /v1/moves body moving a GPU to another tenant,
+// preferably GPU 0 of a node split between tenants (GPU isolation), and a
+// ping that works once the move is done.
+func (f *Fabric) exampleMove(plan v1.FabricPlan, want [][]string) (move, after string) {
+	if len(plan.Tenants) < 2 {
+		return "", ""
+	}
+	for pass := 0; pass < 2; pass++ {
+		for i := range f.hosts {
+			if pass == 0 && !mixed(want[i]) {
+				continue
+			}
+			for g, t := range want[i] {
+				if t == "" {
+					continue
+				}
+				for _, other := range plan.Tenants {
+					if other.ID == t {
+						continue
+					}
+					m, _ := json.Marshal(v1.Move{Node: f.Node(i), GPUs: []int{g}, Tenant: other.ID})
+					for dh := range f.hosts {
+						if dh != i && want[dh][g] == other.ID {
+							src, dst := f.Rail(i, g), f.Rail(dh, g)
+							after = fmt.Sprintf("ip netns exec %s ping -c 1 -W 1 -I %s %s   # %s rail %d -> %s rail %d (%s)",
+								src.HostNS, src.HostIPv4.Addr(), dst.HostIPv4.Addr(), src.Node, g, dst.Node, g, other.ID)
+							break
+						}
+					}
+					return string(m), after
+				}
+			}
+		}
+	}
+	return "", ""
+}
+
+// mixed reports rails of more than one tenant.
+func mixed(tenants []string) bool {
+	for _, t := range tenants {
+		if t != tenants[0] {
+			return true
+		}
+	}
+	return false
+}
