@@ -29,6 +29,38 @@ type Config struct {
 	Listen        ListenConfig    `mapstructure:"listen"`
 	Reconcile     ReconcileConfig `mapstructure:"reconcile"`
 	GPU           GPUSettings     `mapstructure:"gpu"`
+	// Controller is where the desired state comes from when its URL is
+	// set (controller mode); unset, it comes from the file (local mode).
+	Controller ControllerConfig `mapstructure:"controller"`
+}
+
+// ControllerConfig says how to reach the controller (design.md section 5):
+// the agent long-polls its NodeConfig, reports its status and sends a
+// heartbeat.
+type ControllerConfig struct {
+	// URL is the controller's base URL (https://fabric-ctl:8443); "" is
+	// local mode. http:// needs InsecureHTTP.
+	URL string `mapstructure:"url"`
+	// CAFile verifies the controller's certificate (default: the system
+	// roots); CertFile and KeyFile are the node's client certificate
+	// (mTLS: the node's identity is the certificate's name).
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+	// TokenFile holds a bearer token, sent as Authorization: Bearer; it is
+	// read at start and on reload.
+	TokenFile string `mapstructure:"token_file"`
+	// InsecureHTTP allows an http:// URL (labs only).
+	InsecureHTTP bool `mapstructure:"insecure_http"`
+	// HeartbeatInterval paces the lease renewals; StatusInterval is the
+	// longest time between two full status reports (they are sent on
+	// change too).
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	StatusInterval    time.Duration `mapstructure:"status_interval"`
+	// Wait is how long the controller may hold a config request
+	// (long-poll); Timeout bounds every request beyond that.
+	Wait    time.Duration `mapstructure:"wait"`
+	Timeout time.Duration `mapstructure:"timeout"`
 }
 
 // GPUSettings say how GPUs are found.
@@ -89,6 +121,12 @@ func DefaultConfig() Config {
 		Listen:    ListenConfig{Metrics: "127.0.0.1:9487"},
 		Reconcile: ReconcileConfig{ResyncInterval: time.Minute, Debounce: 10 * time.Millisecond},
 		GPU:       GPUSettings{NVML: "auto"},
+		Controller: ControllerConfig{
+			HeartbeatInterval: 10 * time.Second,
+			StatusInterval:    5 * time.Minute,
+			Wait:              30 * time.Second,
+			Timeout:           10 * time.Second,
+		},
 		NodeConfig: v1.NodeConfig{
 			Link: LinkConfig{
 				MTU:     9000,
@@ -151,6 +189,7 @@ func (c Config) Validate() error {
 			fail("listen.web_config_file", "%s: %v", v1.Clip(f), err)
 		}
 	}
+	errs = append(errs, c.Controller.problems()...)
 	errs = append(errs, c.NodeConfig.Problems()...)
 	return errors.Join(errs...)
 }

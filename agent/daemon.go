@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,14 +50,17 @@ type DaemonOptions struct {
 	// Source gives the configuration on reload and says when it changed;
 	// nil: reloads come only through Reload.
 	Source ConfigSource
+	// Reporter sends the node's status elsewhere (the controller); nil:
+	// nowhere.
+	Reporter StatusReporter
 	// Lock is the state directory's lock the daemon holds; it is
 	// verified before every reconcile (nil: none, in tests).
 	Lock *StateLock
 }
 
-// ConfigSource gives the daemon its configuration: the file today (read
-// again on SIGHUP), the controller next (which also signals Changed when
-// a new generation arrives).
+// ConfigSource gives the daemon its configuration: the file (read again
+// on SIGHUP), or the controller (ControllerSource, which also signals
+// Changed when a new generation arrives).
 type ConfigSource interface {
 	// Load returns the current configuration, validated, or why there is
 	// none to use.
@@ -64,6 +68,22 @@ type ConfigSource interface {
 	// Changed signals that Load has something new; nil when changes come
 	// only with SIGHUP.
 	Changed() <-chan struct{}
+}
+
+// StatusReporter sends the node's status somewhere (ControllerSource: to
+// the controller). Run starts it and tells it about every reconcile.
+type StatusReporter interface {
+	// Report runs until ctx ends; status returns the node's status, nil
+	// before the first reconcile.
+	Report(ctx context.Context, status func() *v1.NodeStatus)
+	// StatusChanged says that a reconcile produced a status.
+	StatusChanged()
+	// Conditions are node conditions of the reporter's own
+	// (ControllerConnected), with their transition times, added to the
+	// status when it is read.
+	Conditions() []Condition
+	// Collectors are its metrics, registered in the daemon's registry.
+	Collectors() []prometheus.Collector
 }
 
 // Daemon is `roce-agent run`: it keeps the rails converged, driven by
@@ -78,6 +98,14 @@ type Daemon struct {
 
 	mu     sync.Mutex // guards what follows
 	status *NodeStatus
+	// applied is the generation of the last reconcile that converged
+	// (the status's applied_generation).
+	applied int64
+	// waiting says why the daemon changes nothing: no desired state yet
+	// ("" when it has one).
+	waiting string
+
+	reloadMu sync.Mutex // one reload at a time (SIGHUP and the source)
 
 	// http limits the HTTP server; railAddrs are the rails' host
 	// addresses, on which it serves nothing.
@@ -127,6 +155,9 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Subsystem: "http", Name: "open_connections",
 			Help: "HTTP connections open now (at most the cap)."}, func() float64 { return float64(d.http.Open.Load()) }),
 	)
+	if opts.Reporter != nil {
+		d.metrics.Registry.MustRegister(opts.Reporter.Collectors()...)
+	}
 	d.heartbeat.Store(time.Now().UnixNano())
 	return d, nil
 }
@@ -155,8 +186,14 @@ func (d *Daemon) Mount(pattern string, h http.Handler) error {
 // roce_agent_config_last_reload_successful says how it went. A changed
 // listen address takes effect at restart, and the log says so.
 func (d *Daemon) Reload(load func() (Config, error)) error {
-	_ = d.opts.Notifier.Reloading()
-	defer func() { _ = d.opts.Notifier.Ready(d.summary()) }()
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	// Before the first reconcile systemd has not heard READY=1: a reload
+	// then is part of starting, not a reload.
+	if d.Ready() {
+		_ = d.opts.Notifier.Reloading()
+		defer func() { _ = d.opts.Notifier.Ready(d.summary()) }()
+	}
 	cfg, err := load()
 	if err == nil {
 		old := d.node.Config()
@@ -177,11 +214,16 @@ func (d *Daemon) Reload(load func() (Config, error)) error {
 	if err != nil {
 		d.metrics.ReloadSuccess.Set(0)
 		d.log.Error("reload rejected; keeping the running config", "err", err)
+		d.mu.Lock()
+		if d.waiting != "" {
+			d.waiting = err.Error()
+		}
+		d.mu.Unlock()
 		return err
 	}
 	d.metrics.ReloadSuccess.Set(1)
 	d.metrics.ReloadTime.SetToCurrentTime()
-	d.log.Info("config reloaded")
+	d.log.Info("config reloaded", "generation", cfg.Generation)
 	d.Trigger()
 	return nil
 }
@@ -194,11 +236,20 @@ func (d *Daemon) Trigger() {
 	}
 }
 
-// Status returns the latest node status (nil before the first reconcile).
+// Status returns the latest node status (nil before the first
+// reconcile): a copy, with the reporter's conditions as they are now.
 func (d *Daemon) Status() *NodeStatus {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.status
+	if d.status == nil {
+		d.mu.Unlock()
+		return nil
+	}
+	st := *d.status
+	d.mu.Unlock()
+	if d.opts.Reporter != nil {
+		st.Conditions = append(slices.Clip(st.Conditions), d.opts.Reporter.Conditions()...)
+	}
+	return &st
 }
 
 // Metrics returns the daemon's metrics.
@@ -220,11 +271,21 @@ func (d *Daemon) Handler() http.Handler {
 	}
 	mux.Handle("/metrics", d.metricsHandler())
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Healthy(), "loop stuck") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Ready(), "first reconcile not done") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		why := "first reconcile not done"
+		if reason := d.waitingFor(); reason != "" {
+			why = "waiting for a desired state: " + reason
+		}
+		probe(w, d.Ready(), why)
+	})
 	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		st := d.Status()
 		if st == nil {
-			http.Error(w, "first reconcile not done", http.StatusServiceUnavailable)
+			why := "first reconcile not done"
+			if reason := d.waitingFor(); reason != "" {
+				why = "waiting for a desired state: " + reason
+			}
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -298,9 +359,16 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 	if err := d.subscribe(done); err != nil {
 		return err
 	}
+	if d.opts.Reporter != nil {
+		rctx, stopReport := context.WithCancel(ctx)
+		reported := make(chan struct{})
+		go func() {
+			defer close(reported)
+			d.opts.Reporter.Report(rctx, func() *v1.NodeStatus { return d.Status().Wire() })
+		}()
+		defer func() { stopReport(); <-reported }()
+	}
 	d.runReconcile()
-	d.ready.Store(true)
-	_ = d.opts.Notifier.Ready(d.summary())
 
 	if every := d.opts.Notifier.WatchdogInterval(); every > 0 {
 		go d.watchdog(ctx, every)
@@ -351,7 +419,38 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 // runReconcile runs one reconcile for the loop. A persistent problem is
 // logged when it starts, changes and ends; in between it shows in the
 // status (conditions, last_error) and in roce_agent_reconcile_errors_total.
+// Without a desired state (the controller has not answered and there is
+// no last good config) it changes nothing and says why, once. The first
+// reconcile makes the daemon ready.
 func (d *Daemon) runReconcile() {
+	if why := d.node.Config().NoDesiredState(); why != "" {
+		d.mu.Lock()
+		first := d.waiting == ""
+		d.mu.Unlock()
+		if first {
+			// The source knows better why there is none (the controller
+			// unreachable, say).
+			waiting := "no desired state: " + why
+			if d.opts.Source != nil {
+				if _, err := d.opts.Source.Load(); err != nil {
+					waiting = err.Error()
+				}
+			}
+			d.mu.Lock()
+			d.waiting = waiting
+			d.mu.Unlock()
+			d.log.Warn("changing nothing until a desired state arrives; not ready", "reason", waiting)
+			_ = d.opts.Notifier.Status("waiting for a desired state")
+		}
+		return
+	}
+	d.mu.Lock()
+	wasWaiting := d.waiting != ""
+	d.waiting = ""
+	d.mu.Unlock()
+	if wasWaiting {
+		d.log.Info("desired state arrived")
+	}
 	err := d.reconcile()
 	msg := ""
 	if err != nil {
@@ -365,7 +464,23 @@ func (d *Daemon) runReconcile() {
 		d.log.Error("reconcile failed", "err", err)
 	}
 	d.lastErr = msg
+	if d.opts.Reporter != nil {
+		d.opts.Reporter.StatusChanged()
+	}
+	if !d.ready.Load() {
+		d.ready.Store(true)
+		_ = d.opts.Notifier.Ready(d.summary())
+		return
+	}
 	_ = d.opts.Notifier.Status(d.summary())
+}
+
+// waitingFor says why the daemon changes nothing ("" when it has a desired
+// state).
+func (d *Daemon) waitingFor() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.waiting
 }
 
 func (d *Daemon) watchdog(ctx context.Context, every time.Duration) {
@@ -500,6 +615,12 @@ func (d *Daemon) reconcileOnce() error {
 	if err := d.opts.Lock.Verify(); err != nil {
 		return fmt.Errorf("not reconciling: %w", err)
 	}
+	// The generation is read before the apply: a reload during it
+	// reconciles again, and that reconcile reports the new one.
+	running := d.node.Config()
+	if why := running.NoDesiredState(); why != "" {
+		return fmt.Errorf("not reconciling: no desired state: %s", why)
+	}
 	a, err := d.node.Apply()
 	if err != nil {
 		return err
@@ -511,6 +632,10 @@ func (d *Daemon) reconcileOnce() error {
 	a.Log(d.log)
 	st := d.node.Observe(a, d.opts.Version)
 	d.mu.Lock()
+	if a.Link.Converged() {
+		d.applied = running.Generation
+	}
+	st.AppliedGeneration = d.applied
 	d.status = st
 	d.mu.Unlock()
 
@@ -637,6 +762,9 @@ func saveDesired(stateDir string, desired []linkengine.RailLink) error {
 func (d *Daemon) summary() string {
 	st := d.Status()
 	if st == nil {
+		if d.waitingFor() != "" {
+			return "waiting for a desired state"
+		}
 		return "starting"
 	}
 	ok := 0

@@ -28,8 +28,9 @@ type Condition = v1.Condition
 // RailStatus is one rail's observed state: the wire type itself.
 type RailStatus = v1.RailStatus
 
-// NodeStatus is what /v1/status serves (and, later, what the agent sends
-// to the controller).
+// NodeStatus is what /v1/status serves and what the agent sends to the
+// controller. AppliedGeneration is the generation of the config of the
+// last reconcile that converged.
 type NodeStatus struct {
 	Node              string       `json:"node"`
 	Version           string       `json:"agent_version"`

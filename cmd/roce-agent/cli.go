@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -131,9 +133,18 @@ converged on netlink events and a periodic resync, and serve /metrics,
 reloads the config file (a refused reload keeps the running config); SIGTERM
 or SIGINT stops the daemon. It needs a desired state (a config file with a
 rail that has an address, or a qos section) and holds the state_dir lock while
-it runs.`,
+it runs.
+
+With controller.url set the desired state comes from the controller: the
+daemon long-polls its config, applies every new generation, reports its
+status and a heartbeat, and keeps the last good config in state_dir. When the
+controller is unreachable at start it runs on that last good config; with
+none it changes nothing, and is not ready, until the controller answers.`,
 		example: `  # the daemon, as the systemd unit runs it
   roce-agent --config /etc/roce-agent/config.yaml run
+
+  # desired state from a controller (the file holds the agent's settings)
+  ROCE_AGENT_CONTROLLER_URL=https://fabric-ctl:8443 roce-agent run
 
   # metrics on every address, JSON logs
   roce-agent --config /etc/roce-agent/config.yaml run --listen :9487 --log-format json`,
@@ -148,7 +159,9 @@ it runs.`,
 		long: `Print every link and QoS change apply would make, and every conflict with
 state roce-agent does not own (a foreign address where a rail's address should
 go, say): "N changes, M conflicts", then one line each. It needs a desired
-state, like apply.`,
+state, like apply: with controller.url set, the last good controller config
+the daemon saved in state_dir (the controller is not asked); without one it
+changes nothing and exits 2.`,
 		example: `  roce-agent --config /etc/roce-agent/config.yaml plan
 
   # machine-readable
@@ -164,7 +177,9 @@ state, like apply.`,
 		long: `Converge every rail once (links, then QoS) and print what was changed, rail by
 rail. A rail that cannot converge (a conflict, a missing netdev) does not stop
 the others. It needs a desired state and takes the state_dir lock, so it fails
-while the daemon runs.`,
+while the daemon runs. With controller.url set the desired state is the last
+good controller config the daemon saved in state_dir (the controller is not
+asked); without one it changes nothing and exits 2.`,
 		example: `  roce-agent --config /etc/roce-agent/config.yaml apply
 
   # a JSON report
@@ -181,7 +196,9 @@ while the daemon runs.`,
 exactly those (with --dry-run: print only). It is the only command that removes
 state without a desired rail, and needs no desired state. It takes the
 state_dir lock, so it fails while the daemon runs; --dry-run, which changes
-nothing, takes none.`,
+nothing, takes none. With controller.url set the routing table and rule ranges
+are those of the last good controller config in state_dir (the defaults
+without one, with a warning).`,
 		example: `  # what would be removed
   roce-agent --config /etc/roce-agent/config.yaml teardown --dry-run
 
@@ -369,6 +386,11 @@ func runCommand(cmd *cobra.Command, spec commandSpec, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	if cfg.Controller.URL != "" && (spec.use == "plan" || spec.use == "apply" || spec.use == "teardown") {
+		if cfg, err = lastGoodConfig(cfg, spec, logger); err != nil {
+			return err
+		}
+	}
 	env := &cliEnv{flags: fs, cfg: cfg, output: output, stdout: stdout, log: logger, nvml: func() nvml.Interface { return nvml.New() }}
 	return spec.run(env)
 }
@@ -519,6 +541,27 @@ func teardownNode(env *cliEnv, node *agent.Node) error {
 	return nil
 }
 
+// lastGoodConfig is the desired state of plan, apply and teardown in
+// controller mode: the last good config the daemon saved in state_dir
+// (they never ask the controller). plan and apply refuse to run without
+// one (exit 2, nothing changed); teardown goes on with the settings' own
+// routing ranges, and says so.
+func lastGoodConfig(cfg agent.Config, spec commandSpec, log *slog.Logger) (agent.Config, error) {
+	merged, lg, err := agent.LastGoodConfig(cfg)
+	switch {
+	case err == nil:
+		log.Info("desired state from the last good controller config", "path", filepath.Join(cfg.StateDir, agent.ControllerFile), "generation", lg.Config.Generation, "saved", lg.Saved)
+		return merged, nil
+	case spec.desired && errors.Is(err, fs.ErrNotExist):
+		return cfg, &configError{fmt.Errorf("no desired state: controller.url is set and there is no last good controller config (%s); %s uses the config the daemon last accepted from the controller and does not ask the controller itself: run roce-agent run once (nothing was changed)",
+			filepath.Join(cfg.StateDir, agent.ControllerFile), spec.use)}
+	case spec.desired:
+		return cfg, &configError{fmt.Errorf("no desired state: controller.url is set and the last good controller config cannot be used: %w (nothing was changed)", err)}
+	}
+	log.Warn("no last good controller config; teardown uses the routing table and rule ranges of the settings (the defaults)", "err", err)
+	return cfg, nil
+}
+
 // fileSource is the daemon's configuration source: the config file (and
 // env and flags), read again on SIGHUP.
 type fileSource struct{ flags *pflag.FlagSet }
@@ -533,23 +576,50 @@ func runDaemon(env *cliEnv) error {
 		return err
 	}
 	defer lock.Unlock()
-	source := fileSource{env.flags}
-	d, err := agent.NewDaemon(agent.DaemonOptions{
-		Config: cfg, Version: versionInfo()["version"], Log: env.log, NVML: env.nvml, Source: source, Lock: lock,
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	version := versionInfo()["version"]
+	opts := agent.DaemonOptions{
+		Version: version, Log: env.log, NVML: env.nvml, Lock: lock,
 		Netns: netns.None(), Debounce: cfg.Reconcile.Debounce, Resync: cfg.Reconcile.ResyncInterval,
-	})
+	}
+	file := fileSource{env.flags}
+	opts.Source, opts.Config = file, cfg
+	reload := file.Load
+	if cfg.Controller.URL != "" {
+		// Controller mode: the desired state is the controller's, else
+		// the last good one it sent; with neither the daemon waits,
+		// changing nothing, until the controller answers.
+		ctrl, err := agent.NewControllerSource(agent.ControllerOptions{
+			Config: cfg, Reread: func() (agent.Config, error) { return loadConfig(env.flags, true) }, Version: version, Log: env.log,
+		})
+		if err != nil {
+			return &configError{err}
+		}
+		ctrl.Start(ctx)
+		ctrl.WaitFirst(ctx)
+		// The daemon starts with the config Load gives now; only later
+		// ones need to reach it through Changed.
+		select {
+		case <-ctrl.Changed():
+		default:
+		}
+		if merged, err := ctrl.Load(); err == nil {
+			opts.Config = merged
+		}
+		opts.Source, opts.Reporter, reload = ctrl, ctrl, ctrl.Reload
+	}
+	d, err := agent.NewDaemon(opts)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			_ = d.Reload(source.Load)
+			_ = d.Reload(reload)
 		}
 	}()
 	return d.Run(ctx, cfg.Listen.Metrics)

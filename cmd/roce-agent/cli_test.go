@@ -456,6 +456,13 @@ func TestDocumentedEnv(t *testing.T) {
 	}
 	soft := fixture(t, "soft-roce")
 	inventory := []string{"inventory", "--sysfs-root", soft, "-o", "json"}
+	pki := filepath.Dir(nettest.WebConfig(t)) // cert.pem, key.pem
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("tok-123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	https := map[string]string{"ROCE_AGENT_CONTROLLER_URL": "https://fabric-ctl:8443"}
+	mtls := map[string]string{"ROCE_AGENT_CONTROLLER_URL": "https://fabric-ctl:8443", "ROCE_AGENT_CONTROLLER_CERT_FILE": filepath.Join(pki, "cert.pem"), "ROCE_AGENT_CONTROLLER_KEY_FILE": filepath.Join(pki, "key.pem")}
 	type envCase struct {
 		bad, key string // a bad value and the key its error must name ("" when no value is invalid)
 		good     string // a good value: exit 0 ...
@@ -491,6 +498,16 @@ func TestDocumentedEnv(t *testing.T) {
 		"ROCE_AGENT_QOS_ROCE_MODE":                   {bad: "v3", key: "qos.roce_mode", good: "RoCE v2"},
 		"ROCE_AGENT_QOS_ROCE_TOS":                    {bad: "300", key: "qos.roce_tos", good: "106"},
 		"ROCE_AGENT_QOS_PFC_PRIORITIES":              {bad: "3,9", key: "qos.pfc_priorities[1]", good: "3,4"},
+		"ROCE_AGENT_CONTROLLER_URL":                  {bad: "http://fabric-ctl:8080", key: "controller.url", good: "https://fabric-ctl:8443"},
+		"ROCE_AGENT_CONTROLLER_CA_FILE":              {bad: "/nonexistent/ca.pem", key: "controller.ca_file", good: filepath.Join(pki, "cert.pem"), with: https},
+		"ROCE_AGENT_CONTROLLER_CERT_FILE":            {bad: "/nonexistent/node.pem", key: "controller.cert_file", good: filepath.Join(pki, "cert.pem"), with: mtls},
+		"ROCE_AGENT_CONTROLLER_KEY_FILE":             {bad: "/nonexistent/node-key.pem", key: "controller.key_file", good: filepath.Join(pki, "key.pem"), with: mtls},
+		"ROCE_AGENT_CONTROLLER_TOKEN_FILE":           {bad: "/nonexistent/token", key: "controller.token_file", good: token, with: https},
+		"ROCE_AGENT_CONTROLLER_INSECURE_HTTP":        {bad: "maybe", key: "controller.insecure_http", good: "true", with: map[string]string{"ROCE_AGENT_CONTROLLER_URL": "http://fabric-ctl:8080"}},
+		"ROCE_AGENT_CONTROLLER_HEARTBEAT_INTERVAL":   {bad: "1ms", key: "controller.heartbeat_interval", good: "5s"},
+		"ROCE_AGENT_CONTROLLER_STATUS_INTERVAL":      {bad: "1s", key: "controller.status_interval", good: "1m"},
+		"ROCE_AGENT_CONTROLLER_WAIT":                 {bad: "11m", key: "controller.wait", good: "1m"},
+		"ROCE_AGENT_CONTROLLER_TIMEOUT":              {bad: "0s", key: "controller.timeout", good: "30s"},
 	}
 	for name := range documented {
 		if _, ok := cases[name]; !ok {

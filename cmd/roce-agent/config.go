@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -93,18 +94,19 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 	data, err := readConfigFile(path)
 	switch {
 	case err == nil:
-	case !explicit && errors.Is(err, fs.ErrNotExist) && !needDesired:
-		data = nil // no file: defaults, env and flags only
+	case !explicit && errors.Is(err, fs.ErrNotExist) && (!needDesired || strings.TrimSpace(v.GetString("controller.url")) != ""):
+		data = nil // no file: defaults, env and flags only (the controller's URL among them)
 	case !explicit && errors.Is(err, fs.ErrNotExist):
 		return def, fmt.Errorf("no desired state: config %s does not exist and no controller is configured; write it or pass --config (nothing was changed)", path)
 	default:
 		return def, fmt.Errorf("config %s: %w", path, err)
 	}
+	var doc map[string]any
 	if data != nil {
 		// Unknown keys and the document's size are checked on the parse
 		// tree before anything decodes it: yaml.v3's decoding of a mapping
 		// and viper's AllSettings are both quadratic in the number of keys.
-		doc, err := parseDocument(data)
+		doc, err = parseDocument(data)
 		if err != nil {
 			return def, fmt.Errorf("config %s: %w", path, err)
 		}
@@ -138,13 +140,23 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 		}
 		return def, fmt.Errorf("config %s: %s", path, msg)
 	}
+	if cfg.Controller.URL != "" {
+		if err := controllerOwnedSet(doc); err != nil {
+			if data == nil {
+				return cfg, fmt.Errorf("invalid settings (no config file, %s absent):\n%w", path, err)
+			}
+			return cfg, fmt.Errorf("invalid config %s:\n%w", path, err)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		if data == nil {
 			return cfg, fmt.Errorf("invalid settings (no config file, %s absent):\n%w", path, err)
 		}
 		return cfg, fmt.Errorf("invalid config %s:\n%w", path, err)
 	}
-	if needDesired {
+	// In controller mode the desired state comes from the controller (or
+	// the last good config it sent): the commands check it themselves.
+	if needDesired && cfg.Controller.URL == "" {
 		if why := cfg.NoDesiredState(); why != "" {
 			if data == nil {
 				why = "there is no config file"
@@ -153,6 +165,55 @@ func loadConfigE(flags *pflag.FlagSet, needDesired bool) (agent.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// controllerOwned are the desired-state keys the controller sends
+// (v1.NodeConfig but node.name): with controller.url set, neither the file
+// nor the environment may set them.
+var controllerOwned = []string{"generation", "node.index", "link", "addressing", "rails", "qos"}
+
+// controllerOwnedSet names every controller-owned key the file (doc) or a
+// ROCE_AGENT_* variable sets, one problem a line.
+func controllerOwnedSet(doc map[string]any) error {
+	var errs []error
+	for _, key := range controllerOwned {
+		if lookupKey(doc, key) {
+			errs = append(errs, fmt.Errorf("%s: set in the config file, but controller.url is set and the controller sends the desired state; remove it", key))
+		}
+	}
+	var env []string
+	for key := range agent.SettingKeys() {
+		for _, owned := range controllerOwned {
+			if key == owned || strings.HasPrefix(key, owned+".") {
+				env = append(env, key)
+			}
+		}
+	}
+	slices.Sort(env)
+	for _, key := range env {
+		name := "ROCE_AGENT_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		if os.Getenv(name) != "" {
+			errs = append(errs, fmt.Errorf("%s: set by %s, but controller.url is set and the controller sends the desired state; unset it", key, name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// lookupKey reports whether a dotted key is in a parsed document (keys
+// compare case-insensitively, as viper folds them).
+func lookupKey(doc map[string]any, key string) bool {
+	first, rest, nested := strings.Cut(key, ".")
+	for k, v := range doc {
+		if !strings.EqualFold(k, first) {
+			continue
+		}
+		if !nested {
+			return true
+		}
+		m, ok := v.(map[string]any)
+		return ok && lookupKey(m, rest)
+	}
+	return false
 }
 
 // maxRails is how many rails a config may list: rail numbers are 0-255.
