@@ -88,15 +88,18 @@ func (c ControllerConfig) problems() []error {
 		}
 		return errs
 	}
-	u, err := parseControllerURL(c.URL, c.InsecureHTTP)
+	urls, err := parseControllerURLs(c.URL, c.InsecureHTTP)
 	if err != nil {
 		fail("url", err)
 	}
-	if u != nil && u.Scheme == "http" {
-		for _, f := range files[:3] {
-			if f.path != "" {
-				fail(f.field, fmt.Errorf("needs an https controller.url (%s is plain HTTP)", u.Redacted()))
+	for _, u := range urls {
+		if u.Scheme == "http" {
+			for _, f := range files[:3] {
+				if f.path != "" {
+					fail(f.field, fmt.Errorf("needs an https controller.url (%s is plain HTTP)", u.Redacted()))
+				}
 			}
+			break
 		}
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
@@ -120,6 +123,36 @@ func (c ControllerConfig) problems() []error {
 		}
 	}
 	return errs
+}
+
+// maxControllerURLs bounds the replicas controller.url lists.
+const maxControllerURLs = 16
+
+// parseControllerURLs checks controller.url: one base URL, or the base
+// URLs of several controller replicas separated by commas (the agent
+// moves to the next when one does not answer).
+func parseControllerURLs(raw string, insecure bool) ([]*url.URL, error) {
+	parts := strings.Split(raw, ",")
+	if len(parts) > maxControllerURLs {
+		return nil, fmt.Errorf("lists %d URLs, more than %d", len(parts), maxControllerURLs)
+	}
+	var out []*url.URL
+	seen := map[string]bool{}
+	for i, part := range parts {
+		u, err := parseControllerURL(strings.TrimSpace(part), insecure)
+		if err != nil {
+			if len(parts) > 1 {
+				return nil, fmt.Errorf("URL %d: %w", i+1, err)
+			}
+			return nil, err
+		}
+		if seen[u.String()] {
+			return nil, fmt.Errorf("URL %d: %s is listed twice", i+1, v1.Clip(u.Redacted()))
+		}
+		seen[u.String()] = true
+		out = append(out, u)
+	}
+	return out, nil
 }
 
 // parseControllerURL checks the controller's base URL: https (http only
@@ -387,7 +420,8 @@ type ControllerOptions struct {
 // ControllerConnected condition.
 type ControllerSource struct {
 	log      *slog.Logger
-	base     string // the URL without a trailing slash
+	bases    []string // the replicas' URLs without a trailing slash
+	replica  atomic.Int32
 	node     string
 	stateDir string
 	client   *http.Client
@@ -427,9 +461,13 @@ type ControllerSource struct {
 // from validated settings; Start starts it.
 func NewControllerSource(opts ControllerOptions) (*ControllerSource, error) {
 	c := opts.Config.Controller
-	u, err := parseControllerURL(c.URL, c.InsecureHTTP)
+	urls, err := parseControllerURLs(c.URL, c.InsecureHTTP)
 	if err != nil {
 		return nil, fmt.Errorf("controller.url: %w", err)
+	}
+	var bases []string
+	for _, u := range urls {
+		bases = append(bases, u.String())
 	}
 	node, err := ControllerNodeName(opts.Config)
 	if err != nil {
@@ -441,7 +479,7 @@ func NewControllerSource(opts ControllerOptions) (*ControllerSource, error) {
 	}
 	s := &ControllerSource{
 		log:         opts.Log,
-		base:        u.String(),
+		bases:       bases,
 		node:        node,
 		stateDir:    opts.Config.StateDir,
 		agent:       "roce-agent/" + opts.Version,
@@ -574,7 +612,7 @@ func (s *ControllerSource) Load() (Config, error) {
 		if conn.Message != "" {
 			why = conn.Message
 		}
-		return settings, fmt.Errorf("no desired state: no config from the controller at %s and no last good config in %s (%s)", s.base, filepath.Join(s.stateDir, ControllerFile), why)
+		return settings, fmt.Errorf("no desired state: no config from the controller at %s and no last good config in %s (%s)", strings.Join(s.bases, ", "), filepath.Join(s.stateDir, ControllerFile), why)
 	}
 	cfg := mergeDesired(settings, *cur, s.node)
 	if err := cfg.Validate(); err != nil {
@@ -648,9 +686,29 @@ func (s *ControllerSource) poll(ctx context.Context) {
 	}
 }
 
+// base is the URL of the controller replica in use.
+func (s *ControllerSource) base() string {
+	return s.bases[int(s.replica.Load())%len(s.bases)]
+}
+
+// failover moves to the next controller replica after one did not answer
+// (a transport error or a 5xx), when controller.url lists several.
+func (s *ControllerSource) failover(from string) {
+	if len(s.bases) < 2 {
+		return
+	}
+	i := int(s.replica.Load())
+	if s.bases[i%len(s.bases)] != from {
+		return // another request moved on already
+	}
+	if s.replica.CompareAndSwap(int32(i), int32((i+1)%len(s.bases))) {
+		s.log.Info("controller replica not answering; trying the next", "url", from, "next", s.base())
+	}
+}
+
 // url is the controller's URL of one of the node's resources.
 func (s *ControllerSource) url(resource string) string {
-	return s.base + "/v1/nodes/" + url.PathEscape(s.node) + "/" + resource
+	return s.base() + "/v1/nodes/" + url.PathEscape(s.node) + "/" + resource
 }
 
 // newRequest builds a request with the agent's headers and credentials.
@@ -728,7 +786,8 @@ func (s *ControllerSource) fetch(ctx context.Context) error {
 	s.mu.Lock()
 	etag := s.etag
 	s.mu.Unlock()
-	target, timeout := s.url("config"), s.timeout
+	base := s.base()
+	target, timeout := base+"/v1/nodes/"+url.PathEscape(s.node)+"/config", s.timeout
 	if etag != "" && s.firstDoneYet() {
 		// Long-poll: the controller holds the request until the
 		// generation changes or the wait ends.
@@ -750,7 +809,8 @@ func (s *ControllerSource) fetch(ctx context.Context) error {
 			return ctx.Err()
 		}
 		s.metrics.request("config", resultTransport)
-		err = requestError(http.MethodGet, s.url("config"), err)
+		s.failover(base)
+		err = requestError(http.MethodGet, target, err)
 		s.unreachable("Unreachable", err)
 		return err
 	}
@@ -780,6 +840,8 @@ func (s *ControllerSource) fetch(ctx context.Context) error {
 	reason := "Unreachable"
 	if herr.code >= 400 && herr.code < 500 {
 		reason = "Refused" // the controller answers, but not with this node's config
+	} else {
+		s.failover(base)
 	}
 	s.unreachable(reason, err)
 	return err
@@ -957,7 +1019,7 @@ func (s *ControllerSource) setConn(status v1.ConditionStatus, reason, msg string
 	}
 	switch {
 	case status == StatusTrue:
-		s.log.Info("controller connected", "url", s.base, "node", s.node, "message", msg)
+		s.log.Info("controller connected", "url", s.base(), "node", s.node, "message", msg)
 	case reason != "Rejected":
 		s.log.Warn("controller not connected", "reason", reason, "message", msg)
 	}

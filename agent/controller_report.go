@@ -110,11 +110,14 @@ func (s *ControllerSource) sendLease(ctx context.Context, st *v1.NodeStatus) {
 	_ = s.put(ctx, "lease", body)
 }
 
-// put sends one of the node's resources; 2xx is success.
+// put sends one of the node's resources; 2xx is success. A transport
+// error or a 5xx moves to the next controller replica, if any.
 func (s *ControllerSource) put(ctx context.Context, op string, body []byte) error {
 	rctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	req, err := s.newRequest(rctx, http.MethodPut, s.url(op), body)
+	base := s.base()
+	target := s.url(op)
+	req, err := s.newRequest(rctx, http.MethodPut, target, body)
 	if err != nil {
 		return err
 	}
@@ -124,14 +127,18 @@ func (s *ControllerSource) put(ctx context.Context, op string, body []byte) erro
 			return ctx.Err()
 		}
 		s.metrics.request(op, resultTransport)
-		err = requestError(http.MethodPut, s.url(op), err)
+		s.failover(base)
+		err = requestError(http.MethodPut, target, err)
 		s.reportFailed(op, err)
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		s.metrics.request(op, resultHTTPError)
-		err = fmt.Errorf("put %s: %w", s.url(op), answerError(resp))
+		if resp.StatusCode >= 500 {
+			s.failover(base)
+		}
+		err = fmt.Errorf("put %s: %w", target, answerError(resp))
 		s.reportFailed(op, err)
 		return err
 	}

@@ -1297,3 +1297,55 @@ func TestLastGoodConfig(t *testing.T) {
 		t.Errorf("another node's file: %v", err)
 	}
 }
+
+// controller.url may list replicas: when the one in use stops answering,
+// the agent moves to the next and keeps its config flowing.
+func TestControllerReplicasFailover(t *testing.T) {
+	a, b := newFakeController(t), newFakeController(t)
+	a.set(testNodeConfig(1, "10.0.0.1/31"))
+	b.set(testNodeConfig(1, "10.0.0.1/31"))
+	c := controllerSettings(t, a.srv.URL+", "+b.srv.URL)
+	s, logs, ctx := newTestSource(t, c)
+	s.Start(ctx)
+	s.WaitFirst(ctx)
+	if got := loadGeneration(t, s); got != 1 {
+		t.Fatalf("generation %d", got)
+	}
+	if len(b.requests()) != 0 {
+		t.Errorf("replica 2 asked before replica 1 failed")
+	}
+	a.srv.CloseClientConnections()
+	a.srv.Close()
+	b.set(testNodeConfig(2, "10.0.0.3/31"))
+	eventually(t, "the config of replica 2", func() bool {
+		cfg, err := s.Load()
+		return err == nil && cfg.Generation == 2
+	})
+	if !strings.Contains(logs.String(), "trying the next") {
+		t.Errorf("failover not logged:\n%s", logs.String())
+	}
+	if got := connCondition(s); got != "True/Connected" {
+		t.Errorf("ControllerConnected = %s after failover", got)
+	}
+}
+
+func TestControllerURLList(t *testing.T) {
+	for _, tc := range []struct {
+		raw, err string
+		n        int
+	}{
+		{"https://a:8443", "", 1},
+		{"https://a:8443, https://b:8443", "", 2},
+		{"https://a:8443,https://a:8443", "listed twice", 0},
+		{"https://a:8443,http://b:8443", "URL 2", 0},
+		{"https://a:8443,", "URL 2", 0},
+	} {
+		urls, err := parseControllerURLs(tc.raw, false)
+		switch {
+		case tc.err == "" && (err != nil || len(urls) != tc.n):
+			t.Errorf("%q: %v %v", tc.raw, urls, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: error %v, want %q", tc.raw, err, tc.err)
+		}
+	}
+}
