@@ -68,7 +68,18 @@ type ProcessOptions struct {
 	Detach bool
 	// Logger reports process exits; nil discards.
 	Logger *slog.Logger
+	// EtcdMembers > 0 runs an etcd cluster of that many members
+	// (roce-controller etcd-member, in the management namespace) for the
+	// controllers instead of the embedded member.
+	EtcdMembers int
+	// Replicas is the number of controller replicas (default 1; more
+	// need EtcdMembers): "controller" on ControllerPort, "controller-<i>"
+	// on ControllerPort+i. Agents list every replica in controller.url.
+	Replicas int
 }
+
+// etcdBasePort is the first etcd member's client port (peer: +100).
+const etcdBasePort = 23790
 
 // Processes are the controller and the agents Start runs for a Fabric:
 // roce-controller serve in the management namespace, one roce-agent run
@@ -78,6 +89,7 @@ type Processes struct {
 	o     ProcessOptions
 	certs Certs
 	url   string
+	urls  []string // every replica's; url is the first
 	admin *http.Client
 	plain *http.Client
 	mu    sync.Mutex
@@ -111,10 +123,14 @@ type ProcessExit struct {
 
 type proc struct {
 	name string
+	ns   string
+	args []string
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
 	err  error
+	// expected: Kill stopped it; its exit is not reported.
+	expected atomic.Bool
 }
 
 // Start writes the certificates (roce-controller certs), the plan, the
@@ -146,8 +162,17 @@ func (f *Fabric) Start(ctx context.Context, o ProcessOptions) (_ *Processes, err
 			return nil, fmt.Errorf("node %s: the name is taken by a certificate of the lab (%s, ca, server)", h.node.Name, AdminName)
 		}
 	}
-	p := &Processes{f: f, o: o, exits: make(chan ProcessExit, len(f.hosts)+1), logger: logger}
-	p.url = "https://" + net.JoinHostPort(f.ControllerAddr().String(), strconv.Itoa(o.ControllerPort))
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	if o.Replicas > 1 && o.EtcdMembers == 0 {
+		return nil, errors.New("controller replicas need an etcd cluster (EtcdMembers)")
+	}
+	p := &Processes{f: f, o: o, exits: make(chan ProcessExit, len(f.hosts)+o.Replicas+o.EtcdMembers), logger: logger}
+	for i := 0; i < o.Replicas; i++ {
+		p.urls = append(p.urls, "https://"+net.JoinHostPort(f.ControllerAddr().String(), strconv.Itoa(o.ControllerPort+i)))
+	}
+	p.url = p.urls[0]
 	defer func() {
 		if err != nil {
 			_ = p.Stop()
@@ -166,6 +191,9 @@ func (f *Fabric) Start(ctx context.Context, o ProcessOptions) (_ *Processes, err
 		return nil, err
 	}
 	p.plain = &http.Client{Transport: &http.Transport{DialContext: f.DialContext}, Timeout: 5 * time.Second}
+	if err := p.startEtcd(); err != nil {
+		return nil, err
+	}
 	if err := p.startController(); err != nil {
 		return nil, err
 	}
@@ -300,15 +328,23 @@ func (p *Processes) start(name, ns string, args ...string) error {
 		out.Close()
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	pr := &proc{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	pr := &proc{name: name, ns: ns, args: args, cmd: cmd, log: logFile, done: make(chan struct{})}
 	p.mu.Lock()
-	p.procs = append(p.procs, pr)
+	replaced := false
+	for i, old := range p.procs {
+		if old.name == name {
+			p.procs[i], replaced = pr, true
+		}
+	}
+	if !replaced {
+		p.procs = append(p.procs, pr)
+	}
 	p.mu.Unlock()
 	go func() {
 		pr.err = cmd.Wait()
 		out.Close()
 		close(pr.done)
-		if p.stopping.Load() {
+		if p.stopping.Load() || pr.expected.Load() {
 			p.logger.Info("process stopped", "process", name)
 			return
 		}
@@ -322,13 +358,62 @@ func (p *Processes) start(name, ns string, args ...string) error {
 }
 
 func (p *Processes) startController() error {
+	for i := 0; i < p.o.Replicas; i++ {
+		name := "controller"
+		if i > 0 {
+			name = fmt.Sprintf("controller-%d", i)
+		}
+		if err := p.start(name, p.f.MgmtNS(), p.controllerArgs(i)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// controllerArgs is replica i's command line.
+func (p *Processes) controllerArgs(i int) []string {
 	c := p.certs
-	return p.start("controller", p.f.MgmtNS(), filepath.Join(p.o.BinDir, ControllerBinary), "serve",
-		"--listen", net.JoinHostPort(p.f.ControllerAddr().String(), strconv.Itoa(p.o.ControllerPort)),
-		"--data-dir", p.f.path("controller", "data"),
+	args := []string{filepath.Join(p.o.BinDir, ControllerBinary), "serve",
+		"--listen", net.JoinHostPort(p.f.ControllerAddr().String(), strconv.Itoa(p.o.ControllerPort+i)),
 		"--plan", p.f.path("controller", "plan.json"),
 		"--tls-cert", c.ServerCert, "--tls-key", c.ServerKey, "--client-ca", c.CA,
-		"--admin", AdminName)
+		"--admin", AdminName}
+	if p.o.EtcdMembers == 0 {
+		return append(args, "--data-dir", p.f.path("controller", "data"))
+	}
+	var eps []string
+	for m := 0; m < p.o.EtcdMembers; m++ {
+		eps = append(eps, "http://"+net.JoinHostPort(p.f.ControllerAddr().String(), strconv.Itoa(etcdBasePort+m)))
+	}
+	return append(args, "--etcd-endpoints", strings.Join(eps, ","))
+}
+
+// startEtcd starts the etcd members, when asked for, named etcd-<i>.
+func (p *Processes) startEtcd() error {
+	if p.o.EtcdMembers == 0 {
+		return nil
+	}
+	host := p.f.ControllerAddr().String()
+	var cluster []string
+	for m := 0; m < p.o.EtcdMembers; m++ {
+		cluster = append(cluster, fmt.Sprintf("m%d=http://%s", m, net.JoinHostPort(host, strconv.Itoa(etcdBasePort+100+m))))
+	}
+	for m := 0; m < p.o.EtcdMembers; m++ {
+		p.f.mu.Lock()
+		dir, err := p.f.mkdir(filepath.Join("controller", fmt.Sprintf("etcd-%d", m)))
+		p.f.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if err := p.start(fmt.Sprintf("etcd-%d", m), p.f.MgmtNS(), filepath.Join(p.o.BinDir, ControllerBinary), "etcd-member",
+			"--name", fmt.Sprintf("m%d", m), "--data-dir", dir,
+			"--listen-client", "http://"+net.JoinHostPort(host, strconv.Itoa(etcdBasePort+m)),
+			"--listen-peer", "http://"+net.JoinHostPort(host, strconv.Itoa(etcdBasePort+100+m)),
+			"--initial-cluster", strings.Join(cluster, ",")); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // agentConfig is the agent's config file, as the lab writes it.
@@ -366,7 +451,7 @@ func (p *Processes) startAgent(i int) error {
 	c.StateDir = p.f.path("hosts", h.node.Name, "state")
 	c.Listen.Metrics = net.JoinHostPort(p.f.MgmtAddr(i).String(), strconv.Itoa(AgentPort))
 	c.Log.Format, c.Log.Level = "text", p.o.LogLevel
-	c.Controller.URL, c.Controller.CAFile = p.url, p.certs.CA
+	c.Controller.URL, c.Controller.CAFile = strings.Join(p.urls, ","), p.certs.CA
 	c.Controller.CertFile, c.Controller.KeyFile = p.certs.NodeCert(h.node.Name)
 	data, err := yaml.Marshal(&c)
 	if err != nil {
@@ -407,6 +492,9 @@ func (p *Processes) exitedErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, pr := range p.procs {
+		if pr.expected.Load() {
+			continue // stopped by Kill
+		}
 		select {
 		case <-pr.done:
 			return fmt.Errorf("%s exited (%w); its log %s ends:\n%s", pr.name, exitErr(pr.err), pr.log, tail(pr.log, 8))
@@ -476,6 +564,9 @@ func (p *Processes) Exited() <-chan ProcessExit { return p.exits }
 // ControllerURL is the controller's base URL (reachable from the
 // management namespace).
 func (p *Processes) ControllerURL() string { return p.url }
+
+// ControllerURLs are every replica's URL, "controller" first.
+func (p *Processes) ControllerURLs() []string { return append([]string(nil), p.urls...) }
 
 // Certs are the lab's certificate files.
 func (p *Processes) Certs() Certs { return p.certs }
@@ -707,6 +798,64 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+func (p *Processes) find(name string) (*proc, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.procs {
+		if pr.name == name {
+			return pr, nil
+		}
+	}
+	return nil, fmt.Errorf("no process %q (the controller is %q, agents are named by node)", name, "controller")
+}
+
+// Kill sends sig to a process ("controller" or a node name) and waits up
+// to wait for it to exit (SIGKILL after that). Its exit is expected: it is
+// not reported on Exited, and Restart starts it again.
+func (p *Processes) Kill(name string, sig syscall.Signal, wait time.Duration) error {
+	pr, err := p.find(name)
+	if err != nil {
+		return err
+	}
+	pr.expected.Store(true)
+	if err := pr.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signal %s: %w", name, err)
+	}
+	select {
+	case <-pr.done:
+		return nil
+	case <-time.After(wait):
+	}
+	if err := pr.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill %s: %w", name, err)
+	}
+	<-pr.done
+	return nil
+}
+
+// Restart starts a process that Kill stopped, with the same arguments.
+func (p *Processes) Restart(name string) error {
+	pr, err := p.find(name)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-pr.done:
+	default:
+		return fmt.Errorf("restart %s: it is running", name)
+	}
+	return p.start(name, pr.ns, pr.args...)
+}
+
+// PID is a running process's process id.
+func (p *Processes) PID(name string) (int, error) {
+	pr, err := p.find(name)
+	if err != nil {
+		return 0, err
+	}
+	return pr.cmd.Process.Pid, nil
 }
 
 // Stop stops the agents, then the controller: SIGTERM, SIGKILL after 10
