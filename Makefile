@@ -15,16 +15,22 @@ EXAMPLE     ?= dgx-h100
 export CGO_ENABLED := 1
 export CGO_CFLAGS  := -Wno-deprecated-declarations
 
-.PHONY: help build run test test-unit fuzz bench lint tools golden clean
+.PHONY: help build run lab lab-clean test test-unit fuzz bench bench-controller lint tools golden clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## build bin/roce-agent
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/roce-agent ./cmd/roce-agent
+build: ## build bin/roce-agent, bin/roce-controller and bin/roce-lab
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/roce-agent ./cmd/roce-controller ./cmd/roce-lab
 
 run: build ## show the inventory of a built-in example server (EXAMPLE=dgx-h100|mixed-vendor|soft-roce|empty)
 	./bin/roce-agent inventory --sysfs-root testdata/sysfs/$(EXAMPLE)/sys
+
+lab: build ## a multi-tenant fabric in namespaces: the controller and one agent per host; Ctrl-C removes it (root; LABFLAGS=--hosts 8 ...)
+	./bin/roce-lab $(LABFLAGS)
+
+lab-clean: build ## remove what a crashed or --keep lab left (root)
+	./bin/roce-lab --cleanup $(LABFLAGS)
 
 test: test-unit fuzz ## every test tier that runs here, then a short fuzz of every parser
 
@@ -44,6 +50,9 @@ bench: ## speed against the alternatives measured in the same run: link engine v
 	  { echo "make bench compares the /metrics scrape with node_exporter, which is not installed: apt-get install prometheus-node-exporter" >&2; exit 1; }
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./nic/linkengine/ ./nic/ ./agent/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./cmd/roce-agent/
+
+bench-controller: ## the reference controller (embedded etcd) against simulated agents: latency, CPU, RSS, tenant move (root; LOAD_AGENTS="10000 25000 50000", LOAD_WINDOW=60s)
+	$(GO) test -run '^$$' -bench ControllerLoad -benchtime 1x -count 1 -timeout 60m ./controller/loadtest/
 
 lint: $(STATICCHECK) ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -227,9 +227,7 @@ func CheckPlan(p v1.FabricPlan) error {
 	owner := map[gpuKey]string{} // GPU -> "tenants[i].members[j]"
 	for i, t := range p.Tenants {
 		f := fmt.Sprintf("tenants[%d]", i)
-		for _, err := range tenantProblems(t, f, p.Rails, names) {
-			errs = append(errs, err)
-		}
+		errs = append(errs, tenantProblems(t, f, p.Rails, names)...)
 		if j, dup := ids[t.ID]; dup && t.ID != "" {
 			fail(f+".id", "%q is also tenants[%d]", t.ID, j)
 		}

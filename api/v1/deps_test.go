@@ -61,3 +61,15 @@ func TestDepsStandardLibraryOnly(t *testing.T) {
 func TestDepsBuildWithoutCgo(t *testing.T) {
 	goCmd(t, []string{"CGO_ENABLED=0"}, "build", "./api/...")
 }
+
+// The agent talks to the controller over api/v1 and HTTP only: it never
+// links the controller's store (etcd, gRPC, ~34 MB), nor the controller
+// package.
+func TestAgentDoesNotLinkTheController(t *testing.T) {
+	for _, dep := range strings.Fields(goCmd(t, nil, "list", "-deps", "./cmd/roce-agent")) {
+		if strings.HasPrefix(dep, "go.etcd.io/") || strings.HasPrefix(dep, "google.golang.org/grpc") ||
+			dep == "github.com/roce-agent/roce-agent/controller" {
+			t.Errorf("roce-agent links %s", dep)
+		}
+	}
+}

@@ -1,0 +1,307 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/roce-agent/roce-agent/api/v1"
+)
+
+// BenchmarkControllerLoad runs the reference controller (the built binary,
+// embedded etcd) against simulated agents and prints latency, CPU, RSS and
+// how long a tenant move of 1,000 nodes takes to reach the agents.
+// LOAD_AGENTS lists the fleet sizes (default 10000), LOAD_WINDOW the
+// steady-state measurement (default 60s). make bench-controller runs it.
+func BenchmarkControllerLoad(b *testing.B) {
+	sizes := []int{10000}
+	if s := os.Getenv("LOAD_AGENTS"); s != "" {
+		sizes = nil
+		for _, f := range strings.Fields(strings.ReplaceAll(s, ",", " ")) {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1000 {
+				b.Fatalf("LOAD_AGENTS: %q is not a fleet size of at least 1000", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	window := 60 * time.Second
+	if s := os.Getenv("LOAD_WINDOW"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatalf("LOAD_WINDOW: %v", err)
+		}
+		window = d
+	}
+	raiseFileLimit(b)
+	bin := filepath.Join(b.TempDir(), "roce-controller")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/roce-controller").CombinedOutput(); err != nil {
+		b.Fatalf("build roce-controller: %v\n%s", err, out)
+	}
+	inv := loadInventory(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, n := range sizes {
+			runLoad(b, bin, n, window, inv)
+		}
+	}
+}
+
+func raiseFileLimit(b *testing.B) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		b.Fatal(err)
+	}
+	want := uint64(400000)
+	if rl.Max < want {
+		rl.Max = want // needs CAP_SYS_RESOURCE (root)
+	}
+	rl.Cur = rl.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		b.Logf("raise the open file limit: %v (large fleets will fail)", err)
+	}
+}
+
+func loadInventory(b *testing.B) *v1.Inventory {
+	data, err := os.ReadFile("../../testdata/golden/inventory/dgx-h100-nvml.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var inv v1.Inventory
+	if err := json.Unmarshal(data, &inv); err != nil {
+		b.Fatal(err)
+	}
+	return &inv
+}
+
+// fleetPlan is n nodes in tenants of 1,000 whole nodes (server
+// isolation), 8 rails.
+func fleetPlan(n int) v1.FabricPlan {
+	p := v1.FabricPlan{Rails: 8}
+	for r := 0; r < 8; r++ {
+		p.Addressing.IPv4Pools = append(p.Addressing.IPv4Pools, fmt.Sprintf("10.%d.0.0/16", 100+r))
+		p.Addressing.IPv6Pools = append(p.Addressing.IPv6Pools, fmt.Sprintf("fd00:0:0:%x::/64", 0x100+r))
+	}
+	for i := 0; i < n; i++ {
+		p.Nodes = append(p.Nodes, v1.PlanNode{Name: fmt.Sprintf("gpu-%05d", i), Index: i})
+	}
+	for k := 0; k*1000 < n; k++ {
+		t := v1.Tenant{ID: fmt.Sprintf("tenant-%02d", k), VRF: fmt.Sprintf("T%02d", k), VNI: 10000 + k}
+		for i := k * 1000; i < min(n, (k+1)*1000); i++ {
+			t.Members = append(t.Members, v1.TenantMember{Node: p.Nodes[i].Name})
+		}
+		p.Tenants = append(p.Tenants, t)
+	}
+	return p
+}
+
+func token(node string) string { return "tok-" + node + "-0123456789abcdef" }
+
+func freePort(b *testing.B) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// procCPU is a process's user+system CPU time; procRSS its resident and
+// peak resident set.
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func procRSS(pid int) (rss, hwm string) {
+	file, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "?", "?"
+	}
+	defer file.Close()
+	sc := bufio.NewScanner(file)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		switch k {
+		case "VmRSS":
+			rss = strings.TrimSpace(v)
+		case "VmHWM":
+			hwm = strings.TrimSpace(v)
+		}
+	}
+	return rss, hwm
+}
+
+func runLoad(b *testing.B, bin string, n int, window time.Duration, inv *v1.Inventory) {
+	dir := b.TempDir()
+	plan := fleetPlan(n)
+	planJSON, _ := json.Marshal(plan)
+	planFile := filepath.Join(dir, "plan.json")
+	var tokens strings.Builder
+	tokens.WriteString("- {name: admin, token: admin-0123456789abcdef, admin: true}\n")
+	for _, node := range plan.Nodes {
+		fmt.Fprintf(&tokens, "- {name: %s, token: %s}\n", node.Name, token(node.Name))
+	}
+	tokFile := filepath.Join(dir, "tokens.yaml")
+	if err := os.WriteFile(planFile, planJSON, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(tokFile, []byte(tokens.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	port := freePort(b)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	cmd := exec.Command(bin, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", filepath.Join(dir, "etcd"),
+		"--plan", planFile, "--tokens", tokFile, "--insecure-http", "--log-level", "warn")
+	logf, _ := os.Create(filepath.Join(dir, "controller.log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+	}()
+	admin := Admin{BaseURL: base, Token: "admin-0123456789abcdef", Client: &http.Client{Timeout: 60 * time.Second}}
+	t0 := time.Now()
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Since(t0) > 60*time.Second {
+			log, _ := os.ReadFile(filepath.Join(dir, "controller.log"))
+			b.Fatalf("controller not ready after 60s:\n%s", log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ready := time.Since(t0)
+
+	var srcs []string
+	for i := 0; i < max(1, n/20000+1); i++ {
+		srcs = append(srcs, fmt.Sprintf("127.0.%d.%d", 10+i/250, 1+i%250))
+	}
+	names := make([]string, n)
+	for i, node := range plan.Nodes {
+		names[i] = node.Name
+	}
+	status := func(node string, gen int64) []byte {
+		st := v1.NodeStatus{Node: node, Version: "loadtest", AppliedGeneration: gen, Inventory: inv, LastReconcile: time.Now()}
+		for r := 0; r < 8; r++ {
+			st.Rails = append(st.Rails, v1.RailStatus{Rail: r, Netdev: fmt.Sprintf("rail%d", r), RDMADevice: fmt.Sprintf("mlx5_%d", r),
+				GIDIndexIPv4: 3, GIDIndexIPv6: 1, Conditions: []v1.Condition{{Type: v1.ConditionLinkUp, Status: v1.StatusTrue, Reason: "Up"}}})
+		}
+		out, _ := json.Marshal(st)
+		return out
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ramp := time.Duration(n/1000) * time.Second
+	fleet := Start(ctx, Options{BaseURL: base, Nodes: names, Token: token, Status: status, SourceAddrs: srcs, Start: ramp})
+	select {
+	case <-fleet.Ready():
+	case <-time.After(ramp + 5*time.Minute):
+		b.Fatalf("%d agents: not every agent got its config in %s; errors %v", n, ramp+5*time.Minute, fleet.Errors())
+	}
+	// Let the heartbeat phases spread, then measure.
+	time.Sleep(10 * time.Second)
+	fleet.Measure(true)
+	pid := cmd.Process.Pid
+	cpu0, self0, w0 := procCPU(pid), procCPU(os.Getpid()), time.Now()
+	time.Sleep(window)
+	cpu1, self1, wall := procCPU(pid), procCPU(os.Getpid()), time.Since(w0)
+	fleet.Measure(false)
+	lat := fleet.Latencies()
+	rss, hwm := procRSS(pid)
+
+	// A tenant move of 1,000 nodes: tenant-00's members join tenant-01
+	// (two PUTs: tenant-00 emptied, tenant-01 grown).
+	var moved []string
+	for _, m := range plan.Tenants[0].Members {
+		moved = append(moved, m.Node)
+	}
+	t1 := plan.Tenants[1]
+	if len(plan.Tenants) < 2 {
+		b.Fatalf("need two tenants")
+	}
+	grown := t1
+	grown.Members = append(append([]v1.TenantMember(nil), t1.Members...), plan.Tenants[0].Members...)
+	emptied := plan.Tenants[0]
+	emptied.Members = nil
+	var r1, r2 v1.MoveResult
+	m0 := time.Now()
+	if err := admin.Do(ctx, http.MethodPut, "/v1/tenants/"+emptied.ID, emptied, &r1); err != nil {
+		b.Fatal(err)
+	}
+	if err := admin.Do(ctx, http.MethodPut, "/v1/tenants/"+grown.ID, grown, &r2); err != nil {
+		b.Fatal(err)
+	}
+	admDone := time.Since(m0)
+	time.Sleep(10 * time.Second)
+	prop, missing := fleet.Propagation(m0, moved, t1.ID, 10*time.Second)
+	affected := map[string]bool{}
+	for _, l := range [][]string{r1.ChangedNodes, r2.ChangedNodes} {
+		for _, node := range l {
+			affected[node] = true
+		}
+	}
+	var affNames []string
+	for node := range affected {
+		affNames = append(affNames, node)
+	}
+	propAll, missingAll := fleet.Propagation(m0, affNames, "", 10*time.Second)
+	ps, pa := Summarize(prop), Summarize(propAll)
+
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+	fmt.Printf("\n== %d agents: heartbeat 10s, status on change and every 5m, config long-polled (wait 30s); embedded etcd; %s window\n", n, window)
+	fmt.Printf("controller ready in %s (plan of %d nodes stored)\n", ready.Round(time.Millisecond), n)
+	for _, op := range []Op{OpHeartbeat, OpStatus, OpConfig} {
+		s := lat[op]
+		fmt.Printf("  %-32s %7d requests (%6.0f/s)  p50 %9s  p99 %9s  max %9s\n", op, s.Count, float64(s.Count)/wall.Seconds(), ms(s.P50), ms(s.P99), ms(s.Max))
+	}
+	fmt.Printf("  controller CPU %.2f cores (of 2), RSS %s (peak %s); load generator CPU %.2f cores on the same machine\n",
+		float64(cpu1-cpu0)/float64(wall), rss, hwm, float64(self1-self0)/float64(wall))
+	fmt.Printf("  tenant move of %d nodes (2 PUTs, %s): moved agents got it p50 %s p99 %s max %s (%d missing); all %d affected agents p50 %s p99 %s (%d missing)\n",
+		len(moved), ms(admDone), ms(ps.P50), ms(ps.P99), ms(ps.Max), len(missing), len(affNames), ms(pa.P50), ms(pa.P99), len(missingAll))
+	worst := max(lat[OpHeartbeat].P99, lat[OpStatus].P99, lat[OpConfig].P99)
+	fmt.Printf("  goal p99 <= 50 ms: %s (worst p99 %s); goal move <= 1 s p99: %s\n", verdict(worst <= 50*time.Millisecond), ms(worst), verdict(ps.P99 <= time.Second && len(missing) == 0))
+	if e := fleet.Errors(); len(e) > 0 {
+		fmt.Printf("  errors: %v\n", e)
+	}
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
