@@ -437,6 +437,11 @@ type ControllerSource struct {
 
 	changed   chan struct{}
 	nudge     chan struct{}
+	// retryNow ends the config loop's back-off when a heartbeat or status
+	// got through: the controller is back, ask at once.
+	retryNow chan struct{}
+	// lastOK: the last config request got an answer it could use.
+	lastOK atomic.Bool
 	firstDone chan struct{}
 	firstOnce sync.Once
 
@@ -495,6 +500,7 @@ func NewControllerSource(opts ControllerOptions) (*ControllerSource, error) {
 		statusEvery: positive(c.StatusInterval, 5*time.Minute),
 		changed:     make(chan struct{}, 1),
 		nudge:       make(chan struct{}, 1),
+		retryNow:    make(chan struct{}, 1),
 		firstDone:   make(chan struct{}),
 		settings:    opts.Config,
 		conn:        Condition{Type: v1.ConditionControllerConnected, Status: StatusUnknown, Reason: "Connecting", Since: time.Now()},
@@ -662,6 +668,7 @@ func (s *ControllerSource) poll(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := s.fetch(ctx)
+		s.lastOK.Store(err == nil)
 		s.firstOnce.Do(func() { close(s.firstDone) })
 		if ctx.Err() != nil {
 			return
@@ -675,12 +682,23 @@ func (s *ControllerSource) poll(ctx context.Context) {
 			attempt = 0
 		}
 		if wait > 0 {
+			var retry <-chan struct{}
+			if err != nil {
+				select { // a success before this failure says nothing
+				case <-s.retryNow:
+				default:
+				}
+				retry = s.retryNow
+			}
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return
 			case <-t.C:
+			case <-retry:
+				t.Stop()
+				s.log.Debug("the controller answered a report; asking for the config now")
 			}
 		}
 	}
@@ -788,9 +806,11 @@ func (s *ControllerSource) fetch(ctx context.Context) error {
 	s.mu.Unlock()
 	base := s.base()
 	target, timeout := base+"/v1/nodes/"+url.PathEscape(s.node)+"/config", s.timeout
-	if etag != "" && s.firstDoneYet() {
+	if etag != "" && s.firstDoneYet() && s.lastOK.Load() {
 		// Long-poll: the controller holds the request until the
-		// generation changes or the wait ends.
+		// generation changes or the wait ends. (Not right after a
+		// failure: the first answer then says at once that the
+		// controller is back.)
 		target += "?wait=" + url.QueryEscape(s.wait.String())
 		timeout += s.wait
 	}

@@ -145,6 +145,10 @@ func (s *ControllerSource) put(ctx context.Context, op string, body []byte) erro
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	s.metrics.request(op, resultOK)
 	s.contact()
+	select {
+	case s.retryNow <- struct{}{}:
+	default:
+	}
 	s.reportFailed(op, nil)
 	return nil
 }

@@ -1349,3 +1349,27 @@ func TestControllerURLList(t *testing.T) {
 		}
 	}
 }
+
+// A controller that comes back is asked for the config as soon as a
+// heartbeat gets through, not after the config loop's back-off (up to a
+// minute after a long outage).
+func TestControllerBackWakesConfigLoop(t *testing.T) {
+	f := newFakeController(t)
+	f.set(testNodeConfig(1, "10.0.0.1/31"))
+	c := controllerSettings(t, f.srv.URL)
+	s, _, ctx := newTestSource(t, c)
+	s.retryBase, s.retryMax = time.Hour, time.Hour // a back-off no test outlives
+	s.heartbeat = 20 * time.Millisecond
+	f.down()
+	s.Start(ctx)
+	go s.Report(ctx, func() *v1.NodeStatus { return nil })
+	s.WaitFirst(ctx)
+	if got := connCondition(s); got != "False/Unreachable" {
+		t.Fatalf("ControllerConnected = %s while down", got)
+	}
+	f.override(nil)
+	eventually(t, "the config after the controller came back", func() bool {
+		cfg, err := s.Load()
+		return err == nil && cfg.Generation == 1
+	})
+}
