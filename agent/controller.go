@@ -435,13 +435,13 @@ type ControllerSource struct {
 
 	wait, timeout, heartbeat, statusEvery time.Duration
 
-	changed   chan struct{}
-	nudge     chan struct{}
+	changed chan struct{}
+	nudge   chan struct{}
 	// retryNow ends the config loop's back-off when a heartbeat or status
 	// got through: the controller is back, ask at once.
 	retryNow chan struct{}
 	// lastOK: the last config request got an answer it could use.
-	lastOK atomic.Bool
+	lastOK    atomic.Bool
 	firstDone chan struct{}
 	firstOnce sync.Once
 
