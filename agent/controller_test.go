@@ -1373,3 +1373,26 @@ func TestControllerBackWakesConfigLoop(t *testing.T) {
 		return err == nil && cfg.Generation == 1
 	})
 }
+
+// FuzzControllerConfig: whatever a controller answers, the agent either
+// rejects it or holds a config for its node that validates and has a
+// desired state.
+func FuzzControllerConfig(f *testing.F) {
+	good, _ := json.Marshal(testNodeConfig(3, "10.0.0.1/31"))
+	f.Add(good)
+	f.Add([]byte(`{"generation": 1, "node": {"name": "` + testNode + `"}, "rails": [{"rail": 0, "ipv4": "10.0.0.1/31", "peers": [{"node": "x", "rail": 0, "ipv4": "10.0.0.3"}]}]}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"generation": -1}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		nc, rej := decodeNodeConfig(body)
+		if rej != nil {
+			return
+		}
+		if rej := checkNodeConfig(nc, testNode); rej != nil {
+			return
+		}
+		if nc.Node.Name != testNode || nc.Validate() != nil || nc.NoDesiredState() != "" {
+			t.Fatalf("accepted %+v", nc)
+		}
+	})
+}
