@@ -13,4 +13,6 @@ var (
 // versionText is what `roce-controller version` prints: the version, then
 // one indented "key: value" line each for commit (when known), date, go and
 // platform.
-func versionText() string { return buildinfo.Text("roce-controller", buildinfo.Info(version, commit, date)) }
+func versionText() string {
+	return buildinfo.Text("roce-controller", buildinfo.Info(version, commit, date))
+}
