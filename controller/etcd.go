@@ -29,9 +29,19 @@ const (
 	// DefaultQuotaBytes is the backend quota: a fabric's plan, statuses
 	// and leases fit many times over; past it etcd turns read-only.
 	DefaultQuotaBytes = 4 << 30
-	// DefaultCompactionRetention keeps an hour of history (periodic
-	// compaction), enough for any watch to catch up.
-	DefaultCompactionRetention = "1h"
+	// DefaultCompactionRetention keeps ten minutes of history (periodic
+	// compaction): enough for a watch to catch up after a restart, while
+	// the statuses agents rewrite every few minutes do not pile up in the
+	// backend (an hour at 10,000 nodes is ~120,000 status versions).
+	DefaultCompactionRetention = "10m"
+	// DefaultSnapshotCount is how many applied entries trigger a snapshot,
+	// after which the raft log kept in memory is cut to
+	// snapshotCatchUpEntries. etcd's default (100,000) keeps every status
+	// write of the last 100,000 in memory: gigabytes of statuses.
+	DefaultSnapshotCount = 10000
+	// snapshotCatchUpEntries are the entries kept after a snapshot for a
+	// slow follower (etcd's default is 5,000).
+	snapshotCatchUpEntries = 2000
 	// memberReadyTimeout bounds the wait for a member to join its cluster.
 	memberReadyTimeout = 60 * time.Second
 	// DefaultMemberName names a member that was given no name.
@@ -157,6 +167,8 @@ func StartMember(ctx context.Context, mc MemberConfig) (*Member, error) {
 	}
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = DefaultCompactionRetention
+	cfg.SnapshotCount = DefaultSnapshotCount
+	cfg.SnapshotCatchUpEntries = snapshotCatchUpEntries
 	closing := new(atomic.Bool)
 	log := mc.Logger
 	if log == nil {

@@ -6,15 +6,18 @@ package controller
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
+	"math/bits"
 	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -51,15 +54,26 @@ const (
 	MaxPlanBytes = 64 << 20
 )
 
-var (
-	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
-	tenantIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-)
+var tenantIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // ValidNodeName reports whether s can name a node: it is a URL path
 // segment and an etcd key part, so letters, digits, '.', '_' and '-',
 // starting with a letter or digit, at most 253 bytes.
-func ValidNodeName(s string) bool { return nameRE.MatchString(s) }
+func ValidNodeName(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ValidTenantID reports whether s can name a tenant (at most 63 bytes of
 // the node name alphabet).
@@ -191,22 +205,22 @@ func CheckPlan(p v1.FabricPlan) error {
 	if len(p.Addressing.IPv4Pools) == 0 && len(p.Addressing.IPv6Pools) == 0 {
 		fail("addressing", "needs ipv4_pools or ipv6_pools (rail n takes pool n)")
 	}
-	names := map[string]int{}
-	indexes := map[int]int{}
+	names := make(map[string]int, len(p.Nodes))
+	indexes := make(map[int]int, len(p.Nodes))
 	maxIndex := -1
 	for i, n := range p.Nodes {
-		f := fmt.Sprintf("nodes[%d]", i)
+		f := func() string { return "nodes[" + strconv.Itoa(i) + "]" }
 		if !ValidNodeName(n.Name) {
-			fail(f+".name", "%s is not a node name (letters, digits, '.', '_', '-'; at most 253 bytes)", v1.Clip(n.Name))
+			fail(f()+".name", "%s is not a node name (letters, digits, '.', '_', '-'; at most 253 bytes)", v1.Clip(n.Name))
 		} else if j, dup := names[n.Name]; dup {
-			fail(f+".name", "%q is also nodes[%d]", n.Name, j)
+			fail(f()+".name", "%q is also nodes[%d]", n.Name, j)
 		} else {
 			names[n.Name] = i
 		}
 		if n.Index < 0 {
-			fail(f+".index", "%d is negative", n.Index)
+			fail(f()+".index", "%d is negative", n.Index)
 		} else if j, dup := indexes[n.Index]; dup {
-			fail(f+".index", "index %d is also nodes[%d] (%s)", n.Index, j, p.Nodes[j].Name)
+			fail(f()+".index", "index %d is also nodes[%d] (%s)", n.Index, j, p.Nodes[j].Name)
 		} else {
 			indexes[n.Index] = i
 			maxIndex = max(maxIndex, n.Index)
@@ -224,7 +238,8 @@ func CheckPlan(p v1.FabricPlan) error {
 	}
 
 	ids, vrfs, vnis := map[string]int{}, map[string]int{}, map[int]int{}
-	owner := map[gpuKey]string{} // GPU -> "tenants[i].members[j]"
+	// GPU (node position, GPU) -> the position of the tenant that has it
+	owner := make(map[[2]int]int, len(p.Nodes)*max(p.Rails, 1))
 	for i, t := range p.Tenants {
 		f := fmt.Sprintf("tenants[%d]", i)
 		errs = append(errs, tenantProblems(t, f, p.Rails, names)...)
@@ -241,19 +256,17 @@ func CheckPlan(p v1.FabricPlan) error {
 		}
 		vnis[t.VNI] = i
 		for j, m := range t.Members {
-			if _, ok := names[m.Node]; !ok {
+			node, ok := names[m.Node]
+			if !ok {
 				continue // tenantProblems named it
 			}
-			mf := fmt.Sprintf("%s.members[%d]", f, j)
 			for _, g := range memberGPUs(m, p.Rails) {
-				k := gpuKey{m.Node, g}
+				k := [2]int{node, g}
 				if other, taken := owner[k]; taken {
-					if !strings.HasPrefix(other, f+".") {
-						fail(mf, "GPU %d of %s is also in %s", g, m.Node, other)
-					}
+					fail(fmt.Sprintf("%s.members[%d]", f, j), "GPU %d of %s is also in tenants[%d] (%s)", g, m.Node, other, p.Tenants[other].ID)
 					continue
 				}
-				owner[k] = fmt.Sprintf("%s (%s)", f, t.ID)
+				owner[k] = i
 			}
 		}
 	}
@@ -276,7 +289,7 @@ func memberGPUs(m v1.TenantMember, rails int) []int {
 	if len(m.GPUs) > 0 {
 		return m.GPUs
 	}
-	out := make([]int, rails)
+	out := make([]int, max(rails, 0))
 	for g := range out {
 		out[g] = g
 	}
@@ -300,25 +313,28 @@ func tenantProblems(t v1.Tenant, f string, rails int, nodes map[string]int) []er
 	if t.VNI < 1 || t.VNI > 1<<24-1 {
 		fail(f+".vni", "%d is outside 1-16777215", t.VNI)
 	}
-	seen := map[string]int{}
+	seen := make(map[string]int, len(t.Members))
 	for j, m := range t.Members {
-		mf := fmt.Sprintf("%s.members[%d]", f, j)
+		mf := func() string { return f + ".members[" + strconv.Itoa(j) + "]" }
 		if nodes != nil {
 			if _, ok := nodes[m.Node]; !ok {
-				fail(mf+".node", "%s is not a node of the plan", v1.Clip(m.Node))
+				fail(mf()+".node", "%s is not a node of the plan", v1.Clip(m.Node))
 			}
 		}
 		if k, dup := seen[m.Node]; dup {
-			fail(mf+".node", "%s is also %s.members[%d]: list its GPUs once", v1.Clip(m.Node), f, k)
+			fail(mf()+".node", "%s is also %s.members[%d]: list its GPUs once", v1.Clip(m.Node), f, k)
 		}
 		seen[m.Node] = j
+		if len(m.GPUs) == 0 {
+			continue
+		}
 		gpus := map[int]bool{}
 		for k, g := range m.GPUs {
 			switch {
 			case g < 0 || g >= rails:
-				fail(fmt.Sprintf("%s.gpus[%d]", mf, k), "%d is outside 0-%d", g, rails-1)
+				fail(fmt.Sprintf("%s.gpus[%d]", mf(), k), "%d is outside 0-%d", g, rails-1)
 			case gpus[g]:
-				fail(fmt.Sprintf("%s.gpus[%d]", mf, k), "GPU %d is listed twice", g)
+				fail(fmt.Sprintf("%s.gpus[%d]", mf(), k), "GPU %d is listed twice", g)
 			}
 			gpus[g] = true
 		}
@@ -327,15 +343,23 @@ func tenantProblems(t v1.Tenant, f string, rails int, nodes map[string]int) []er
 }
 
 // Fabric is a checked plan indexed for deriving node configs one at a
-// time: a tenant move re-derives only the nodes it can change.
+// time: a tenant move re-derives only the nodes it can change. Nodes are
+// numbered by their position in plan.Nodes; per-rail tables are indexed
+// by node*rails+rail.
 type Fabric struct {
-	plan     v1.FabricPlan
-	nodes    map[string]v1.PlanNode
-	pools    [2][]netip.Prefix
-	binding  map[gpuKey]int // GPU -> tenant position in plan.Tenants
-	rings    map[ringKey][]string
-	position map[ringMember]int
-	addrs    map[gpuKey][2]string // host addresses without prefix length
+	plan  v1.FabricPlan
+	ids   map[string]int // node name -> position in plan.Nodes
+	pools [2][]netip.Prefix
+	// poolStr are the pools as text, by family and rail.
+	poolStr [2][]string
+	// binding is each GPU's tenant position in plan.Tenants (-1: none);
+	// position its place in its ring.
+	binding  []int32
+	position []int32
+	rings    map[ringKey][]int // node ids sorted by node index
+	// addrs are each GPU's host addresses without prefix length (v4, v6),
+	// shared with a fabric of the same nodes and pools.
+	addrs [][2]string
 }
 
 type ringKey struct {
@@ -343,48 +367,62 @@ type ringKey struct {
 	rail   int
 }
 
-type ringMember struct {
-	ring ringKey
-	node string
-}
-
 // NewFabric checks a plan (with defaults filled) and indexes it.
-func NewFabric(p v1.FabricPlan) (*Fabric, error) {
+func NewFabric(p v1.FabricPlan) (*Fabric, error) { return newFabric(p, nil) }
+
+// newFabric is NewFabric; prev (may be nil), a fabric of the same nodes
+// and pools, lends its address table.
+func newFabric(p v1.FabricPlan, prev *Fabric) (*Fabric, error) {
 	p = Defaults(p)
 	if err := CheckPlan(p); err != nil {
 		return nil, err
 	}
+	rails := p.Rails
 	f := &Fabric{
-		plan: p, nodes: make(map[string]v1.PlanNode, len(p.Nodes)), binding: map[gpuKey]int{},
-		rings: map[ringKey][]string{}, position: map[ringMember]int{}, addrs: make(map[gpuKey][2]string, len(p.Nodes)*p.Rails),
+		plan: p, ids: make(map[string]int, len(p.Nodes)), rings: map[ringKey][]int{},
+		binding: make([]int32, len(p.Nodes)*rails), position: make([]int32, len(p.Nodes)*rails),
 	}
 	f.pools[0] = v1.ParsePools(p.Addressing.IPv4Pools, false)
 	f.pools[1] = v1.ParsePools(p.Addressing.IPv6Pools, true)
-	for _, n := range p.Nodes {
-		f.nodes[n.Name] = n
-		for r := 0; r < p.Rails; r++ {
-			var a [2]string
-			for fam := range f.pools {
-				if r < len(f.pools[fam]) {
-					a[fam] = hostAddr(f.pools[fam][r], n.Index, 1).String()
+	for fam := range f.pools {
+		for _, pool := range f.pools[fam] {
+			f.poolStr[fam] = append(f.poolStr[fam], pool.String())
+		}
+	}
+	for i, n := range p.Nodes {
+		f.ids[n.Name] = i
+	}
+	for i := range f.binding {
+		f.binding[i], f.position[i] = -1, -1
+	}
+	if prev != nil && prev.plan.Rails == rails && slices.Equal(prev.plan.Nodes, p.Nodes) && reflect.DeepEqual(prev.pools, f.pools) {
+		f.addrs = prev.addrs
+	} else {
+		f.addrs = make([][2]string, len(p.Nodes)*rails)
+		for i, n := range p.Nodes {
+			for r := 0; r < rails; r++ {
+				for fam := range f.pools {
+					if r < len(f.pools[fam]) {
+						f.addrs[i*rails+r][fam] = hostAddr(f.pools[fam][r], n.Index, 1).String()
+					}
 				}
 			}
-			f.addrs[gpuKey{n.Name, r}] = a
 		}
 	}
 	for ti, t := range p.Tenants {
 		for _, m := range t.Members {
-			for _, g := range memberGPUs(m, p.Rails) {
-				f.binding[gpuKey{m.Node, g}] = ti
+			id := f.ids[m.Node]
+			for _, g := range memberGPUs(m, rails) {
+				f.binding[id*rails+g] = int32(ti)
 				k := ringKey{ti, g}
-				f.rings[k] = append(f.rings[k], m.Node)
+				f.rings[k] = append(f.rings[k], id)
 			}
 		}
 	}
 	for k, ring := range f.rings {
-		sort.Slice(ring, func(i, j int) bool { return f.nodes[ring[i]].Index < f.nodes[ring[j]].Index })
-		for i, n := range ring {
-			f.position[ringMember{k, n}] = i
+		slices.SortFunc(ring, func(a, b int) int { return p.Nodes[a].Index - p.Nodes[b].Index })
+		for i, id := range ring {
+			f.position[id*rails+k.rail] = int32(i)
 		}
 	}
 	return f, nil
@@ -395,8 +433,8 @@ func (f *Fabric) Plan() v1.FabricPlan { return f.plan }
 
 // Nodes lists the node names, sorted.
 func (f *Fabric) Nodes() []string {
-	out := make([]string, 0, len(f.nodes))
-	for n := range f.nodes {
+	out := make([]string, 0, len(f.ids))
+	for n := range f.ids {
 		out = append(out, n)
 	}
 	sort.Strings(out)
@@ -405,8 +443,11 @@ func (f *Fabric) Nodes() []string {
 
 // Node returns a node of the plan.
 func (f *Fabric) Node(name string) (v1.PlanNode, bool) {
-	n, ok := f.nodes[name]
-	return n, ok
+	i, ok := f.ids[name]
+	if !ok {
+		return v1.PlanNode{}, false
+	}
+	return f.plan.Nodes[i], true
 }
 
 // Tenant returns a tenant of the plan.
@@ -421,32 +462,43 @@ func (f *Fabric) Tenant(id string) (v1.Tenant, bool) {
 
 // RailTenant is the tenant rail r of a node belongs to ("" none).
 func (f *Fabric) RailTenant(node string, rail int) string {
-	if ti, ok := f.binding[gpuKey{node, rail}]; ok {
+	i, ok := f.ids[node]
+	if !ok || rail < 0 || rail >= f.plan.Rails {
+		return ""
+	}
+	if ti := f.binding[i*f.plan.Rails+rail]; ti >= 0 {
 		return f.plan.Tenants[ti].ID
 	}
 	return ""
 }
 
-// hostAddr is pool + 2*index + off: off 1 the host, 0 the leaf.
+// hostAddr is pool + 2*index + off: off 1 the host, 0 the leaf. The plan
+// check makes sure it stays inside the pool.
 func hostAddr(pool netip.Prefix, index, off int) netip.Addr {
-	b := pool.Addr().AsSlice()
-	n := new(big.Int).SetBytes(b)
-	n.Add(n, big.NewInt(int64(2*index+off)))
-	out := make([]byte, len(b))
-	n.FillBytes(out)
-	a, _ := netip.AddrFromSlice(out)
-	return a
+	a := pool.Addr()
+	add := uint64(2*index + off)
+	if a.Is4() {
+		b := a.As4()
+		binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(b[:])+uint32(add))
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	lo, carry := bits.Add64(binary.BigEndian.Uint64(b[8:]), add, 0)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	binary.BigEndian.PutUint64(b[:8], binary.BigEndian.Uint64(b[:8])+carry)
+	return netip.AddrFrom16(b)
 }
 
 // Config derives a node's config, Generation 0 (the store sets it): one
 // rail per GPU with its host and leaf addresses, routes (link.routes, else
 // the rail's own pools), tenant and probe peers.
 func (f *Fabric) Config(name string) (v1.NodeConfig, bool) {
-	n, ok := f.nodes[name]
+	id, ok := f.ids[name]
 	if !ok {
 		return v1.NodeConfig{}, false
 	}
 	p := f.plan
+	n := p.Nodes[id]
 	idx := n.Index
 	c := v1.NodeConfig{
 		Node: v1.NodeIdentity{Name: n.Name, Index: &idx},
@@ -463,7 +515,7 @@ func (f *Fabric) Config(name string) (v1.NodeConfig, bool) {
 				continue
 			}
 			pool := f.pools[fam][r]
-			host := netip.PrefixFrom(hostAddr(pool, idx, 1), bits).String()
+			host := f.addrs[id*p.Rails+r][fam] + "/" + strconv.Itoa(bits)
 			leaf := hostAddr(pool, idx, 0).String()
 			if fam == 0 {
 				rc.IPv4, rc.LeafIPv4 = host, leaf
@@ -471,29 +523,27 @@ func (f *Fabric) Config(name string) (v1.NodeConfig, bool) {
 				rc.IPv6, rc.LeafIPv6 = host, leaf
 			}
 			if len(p.Link.Routes) == 0 {
-				rc.Routes = append(rc.Routes, pool.String())
+				rc.Routes = append(rc.Routes, f.poolStr[fam][r])
 			}
 		}
-		if ti, ok := f.binding[gpuKey{name, r}]; ok {
+		if ti := f.binding[id*p.Rails+r]; ti >= 0 {
 			t := p.Tenants[ti]
 			rc.Tenant = &v1.TenantConfig{ID: t.ID, VRF: t.VRF, VNI: t.VNI}
-			rc.Peers = f.peers(ringKey{ti, r}, name)
+			rc.Peers = f.peers(ringKey{int(ti), r}, id)
 		}
 		c.Rails[r] = rc
 	}
 	return c, true
 }
 
-// peers is a rail's probe peers: every other member of its tenant's ring
-// for that rail, or, when there are more than max_peers, the max_peers/2
-// nearest on each side, so that the relation stays symmetric.
-func (f *Fabric) peers(k ringKey, node string) []v1.PeerConfig {
-	ring := f.rings[k]
-	m := len(ring)
+// peerOffsets are the ring offsets of a member's probe peers in a ring
+// of m: every other member when there are at most max_peers of them,
+// else the max_peers/2 nearest on each side (so that the relation stays
+// symmetric), nearest first.
+func (f *Fabric) peerOffsets(m int) []int {
 	if m < 2 {
 		return nil
 	}
-	pos := f.position[ringMember{k, node}]
 	var offsets []int
 	if m-1 <= f.plan.Probes.MaxPeers {
 		for d := 1; d < m; d++ {
@@ -505,11 +555,23 @@ func (f *Fabric) peers(k ringKey, node string) []v1.PeerConfig {
 			offsets = append(offsets, d, m-d)
 		}
 	}
+	return offsets
+}
+
+// peers is a rail's probe peers (peerOffsets).
+func (f *Fabric) peers(k ringKey, id int) []v1.PeerConfig {
+	ring := f.rings[k]
+	m := len(ring)
+	if m < 2 {
+		return nil
+	}
+	pos := int(f.position[id*f.plan.Rails+k.rail])
+	offsets := f.peerOffsets(m)
 	out := make([]v1.PeerConfig, 0, len(offsets))
 	for _, d := range offsets {
 		peer := ring[(pos+d)%m]
-		a := f.addrs[gpuKey{peer, k.rail}]
-		out = append(out, v1.PeerConfig{Node: peer, Rail: k.rail, IPv4: a[0], IPv6: a[1]})
+		a := f.addrs[peer*f.plan.Rails+k.rail]
+		out = append(out, v1.PeerConfig{Node: f.plan.Nodes[peer].Name, Rail: k.rail, IPv4: a[0], IPv6: a[1]})
 	}
 	return out
 }
@@ -521,8 +583,8 @@ func Derive(p v1.FabricPlan) (map[string]v1.NodeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]v1.NodeConfig, len(f.nodes))
-	for n := range f.nodes {
+	out := make(map[string]v1.NodeConfig, len(f.ids))
+	for n := range f.ids {
 		out[n], _ = f.Config(n)
 	}
 	return out, nil
@@ -550,15 +612,24 @@ func Changed(old, new map[string]v1.NodeConfig) []string {
 
 // ChangedNodes lists, sorted, the nodes whose config differs between two
 // fabrics, deriving only the candidates: every node when node-wide
-// settings or the node set changed, else the nodes of every tenant ring
-// (tenant and rail) whose members or tenant changed.
+// settings or the node set changed, else the members of every tenant
+// ring (tenant and rail) whose members or tenant changed; in a ring
+// larger than max_peers+1 at both ends, only the members that joined or
+// left and those whose max_peers/2 nearest on either side changed.
 func ChangedNodes(old, new *Fabric) []string {
+	out, _ := changedNodes(old, new)
+	return out
+}
+
+// changedNodes is ChangedNodes, with the new configs of the nodes that
+// changed (those still in new).
+func changedNodes(old, new *Fabric) ([]string, map[string]v1.NodeConfig) {
 	var cands map[string]bool
-	if old == nil || new == nil || !sameGlobals(old.plan, new.plan) || !reflect.DeepEqual(old.nodes, new.nodes) {
+	if old == nil || new == nil || !sameGlobals(old.plan, new.plan) || !sameNodes(old, new) {
 		cands = map[string]bool{}
 		for _, f := range []*Fabric{old, new} {
 			if f != nil {
-				for n := range f.nodes {
+				for n := range f.ids {
 					cands[n] = true
 				}
 			}
@@ -567,6 +638,7 @@ func ChangedNodes(old, new *Fabric) []string {
 		cands = ringCandidates(old, new)
 	}
 	var out []string
+	configs := map[string]v1.NodeConfig{}
 	for n := range cands {
 		var a, b v1.NodeConfig
 		var okA, okB bool
@@ -578,10 +650,30 @@ func ChangedNodes(old, new *Fabric) []string {
 		}
 		if okA != okB || !reflect.DeepEqual(a, b) {
 			out = append(out, n)
+			if okB {
+				configs[n] = b
+			}
 		}
 	}
 	sort.Strings(out)
-	return out
+	return out, configs
+}
+
+// sameNodes reports whether two fabrics have the same nodes (name and
+// index), in any order.
+func sameNodes(a, b *Fabric) bool {
+	if len(a.plan.Nodes) != len(b.plan.Nodes) {
+		return false
+	}
+	if slices.Equal(a.plan.Nodes, b.plan.Nodes) {
+		return true
+	}
+	for _, n := range b.plan.Nodes {
+		if i, ok := a.ids[n.Name]; !ok || a.plan.Nodes[i] != n {
+			return false
+		}
+	}
+	return true
 }
 
 func sameGlobals(a, b v1.FabricPlan) bool {
@@ -590,7 +682,8 @@ func sameGlobals(a, b v1.FabricPlan) bool {
 }
 
 // ringCandidates are the members, old and new, of every ring that differs
-// (by tenant identity, VRF, VNI and member list).
+// (by tenant identity, VRF, VNI and member list) whose config can change
+// (ringChanges).
 func ringCandidates(old, new *Fabric) map[string]bool {
 	type ringID struct {
 		tenant v1.TenantConfig
@@ -600,7 +693,11 @@ func ringCandidates(old, new *Fabric) map[string]bool {
 		out := make(map[ringID][]string, len(f.rings))
 		for k, ring := range f.rings {
 			t := f.plan.Tenants[k.tenant]
-			out[ringID{v1.TenantConfig{ID: t.ID, VRF: t.VRF, VNI: t.VNI}, k.rail}] = ring
+			names := make([]string, len(ring))
+			for i, id := range ring {
+				names[i] = f.plan.Nodes[id].Name
+			}
+			out[ringID{v1.TenantConfig{ID: t.ID, VRF: t.VRF, VNI: t.VNI}, k.rail}] = names
 		}
 		return out
 	}
@@ -613,8 +710,7 @@ func ringCandidates(old, new *Fabric) map[string]bool {
 	}
 	for id, ring := range a {
 		if !slices.Equal(ring, b[id]) {
-			add(ring)
-			add(b[id])
+			ringChanges(ring, b[id], new.plan.Probes.MaxPeers, cands)
 		}
 	}
 	for id, ring := range b {
@@ -625,10 +721,62 @@ func ringCandidates(old, new *Fabric) map[string]bool {
 	return cands
 }
 
+// ringChanges adds to cands the members of a ring, before (a) and after
+// (b), whose peers on that rail can differ. While the ring has at most
+// max_peers+1 members, at either end, every member peers with every
+// other: all of them. Otherwise a member peers with the max_peers/2
+// nearest on each side (peerOffsets): the members that joined or left,
+// and those whose neighbours within that distance are not the same.
+func ringChanges(a, b []string, maxPeers int, cands map[string]bool) {
+	if len(a)-1 <= maxPeers || len(b)-1 <= maxPeers {
+		for _, r := range [][]string{a, b} {
+			for _, n := range r {
+				cands[n] = true
+			}
+		}
+		return
+	}
+	h := max(maxPeers/2, 1)
+	posA := make(map[string]int, len(a))
+	for i, n := range a {
+		posA[n] = i
+	}
+	inB := make(map[string]bool, len(b))
+	for pb, n := range b {
+		inB[n] = true
+		pa, ok := posA[n]
+		if !ok {
+			cands[n] = true
+			continue
+		}
+		for d := 1; d <= h; d++ {
+			if a[(pa+d)%len(a)] != b[(pb+d)%len(b)] || a[(pa-d+len(a))%len(a)] != b[(pb-d+len(b))%len(b)] {
+				cands[n] = true
+				break
+			}
+		}
+	}
+	for _, n := range a {
+		if !inB[n] {
+			cands[n] = true
+		}
+	}
+}
+
 // ApplyMove returns the plan with the move done; p is not modified. The
 // GPUs (all of the node's when none are named) leave every tenant and join
 // m.Tenant ("" leaves them in none).
 func ApplyMove(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
+	out, err := applyMove(p, m)
+	if err != nil {
+		return out, err
+	}
+	return out, CheckPlan(out)
+}
+
+// applyMove is ApplyMove without the check of the whole plan (NewFabric
+// does it).
+func applyMove(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
 	p = Defaults(p)
 	if !ValidNodeName(m.Node) {
 		return p, &FieldError{Field: "node", Reason: fmt.Sprintf("%s is not a node name", v1.Clip(m.Node))}
@@ -709,7 +857,7 @@ func ApplyMove(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
 			t.Members = append(t.Members, v1.TenantMember{Node: m.Node, GPUs: add})
 		}
 	}
-	return out, CheckPlan(out)
+	return out, nil
 }
 
 func mapsKeys(m map[int]bool) func(func(int) bool) {
@@ -726,6 +874,16 @@ func mapsKeys(m map[int]bool) func(func(int) bool) {
 // not modified. A GPU another tenant has is a *ConflictError, a member that
 // is not a node of the plan a *FieldError.
 func PutTenant(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
+	out, err := putTenant(p, t)
+	if err != nil {
+		return out, err
+	}
+	return out, CheckPlan(out)
+}
+
+// putTenant is PutTenant without the check of the whole plan (NewFabric
+// does it).
+func putTenant(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
 	p = Defaults(p)
 	names := make(map[string]int, len(p.Nodes))
 	for i, n := range p.Nodes {
@@ -739,6 +897,10 @@ func PutTenant(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
 			}
 		}
 		return p, errors.Join(errs...)
+	}
+	mine := make(map[string]struct{}, len(t.Members))
+	for _, m := range t.Members {
+		mine[m.Node] = struct{}{}
 	}
 	out := clonePlan(p)
 	replaced := false
@@ -757,6 +919,9 @@ func PutTenant(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
 		}
 		have := map[gpuKey]bool{}
 		for _, m := range other.Members {
+			if _, ok := mine[m.Node]; !ok {
+				continue
+			}
 			for _, g := range memberGPUs(m, p.Rails) {
 				have[gpuKey{m.Node, g}] = true
 			}
@@ -772,7 +937,7 @@ func PutTenant(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
 	if !replaced {
 		out.Tenants = append(out.Tenants, cloneTenant(t))
 	}
-	return out, CheckPlan(out)
+	return out, nil
 }
 
 func cloneTenant(t v1.Tenant) v1.Tenant {

@@ -226,12 +226,64 @@ func TestPeersBoundedAndSymmetric(t *testing.T) {
 }
 
 // TestChangedNodesMatchesFullDiff: the candidate shortcut finds exactly
-// what a full re-derivation finds, over random moves.
+// what a full re-derivation finds, over random moves, in rings smaller
+// and larger than max_peers+1 (where only the neighbourhood of a change
+// is derived).
 func TestChangedNodesMatchesFullDiff(t *testing.T) {
-	p := bigPlan(60, 3)
+	for _, c := range []struct{ nodes, tenants, maxPeers, moves int }{
+		{60, 3, 0, 40},   // rings of 20: near max_peers+1, crossing it
+		{300, 3, 0, 80},  // rings of 100, max_peers 16
+		{120, 2, 4, 80},  // rings of 60, max_peers 4
+		{90, 3, 1, 60},   // max_peers 1: one peer each side
+		{200, 2, 15, 60}, // odd max_peers
+	} {
+		t.Run(fmt.Sprintf("%dnodes-%dtenants-maxpeers%d", c.nodes, c.tenants, c.maxPeers), func(t *testing.T) {
+			p := bigPlan(c.nodes, c.tenants)
+			if c.maxPeers > 0 {
+				p.Probes.MaxPeers = c.maxPeers
+			}
+			checkChangedNodes(t, p, c.tenants, c.moves)
+		})
+	}
+}
+
+// TestChangedNodesTenantSwap: a whole tenant's nodes join another (the
+// load test's move), and back, in large rings.
+func TestChangedNodesTenantSwap(t *testing.T) {
+	p := bigPlan(400, 4)
+	t0, t1 := p.Tenants[0], p.Tenants[1]
+	grown := t1
+	grown.Members = append(slices.Clone(t1.Members), t0.Members...)
+	emptied := t0
+	emptied.Members = nil
+	steps := []v1.Tenant{emptied, grown, t1, t0}
+	for _, tn := range steps {
+		q, err := PutTenant(p, tn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fa, _ := NewFabric(p)
+		fb, _ := newFabric(q, fa)
+		da, _ := Derive(p)
+		db, _ := Derive(q)
+		got, configs := changedNodes(fa, fb)
+		if want := Changed(da, db); !slices.Equal(got, want) {
+			t.Fatalf("put %s: ChangedNodes %v, full diff %v", tn.ID, got, want)
+		}
+		for _, n := range got {
+			if !reflect.DeepEqual(configs[n], db[n]) {
+				t.Fatalf("put %s: config of %s differs from the full derivation", tn.ID, n)
+			}
+		}
+		p = q
+	}
+}
+
+func checkChangedNodes(t *testing.T, p v1.FabricPlan, tenants, moves int) {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
-	for i := 0; i < 40; i++ {
-		m := v1.Move{Node: p.Nodes[rng.IntN(len(p.Nodes))].Name, Tenant: fmt.Sprintf("t%d", rng.IntN(3))}
+	for i := 0; i < moves; i++ {
+		m := v1.Move{Node: p.Nodes[rng.IntN(len(p.Nodes))].Name, Tenant: fmt.Sprintf("t%d", rng.IntN(tenants))}
 		if rng.IntN(2) == 0 {
 			m.GPUs = []int{rng.IntN(8), 8 + rng.IntN(0+1) - 1}
 			m.GPUs = slices.Compact(m.GPUs)
@@ -244,7 +296,7 @@ func TestChangedNodesMatchesFullDiff(t *testing.T) {
 			t.Fatalf("move %+v: %v", m, err)
 		}
 		fa, _ := NewFabric(p)
-		fb, _ := NewFabric(q)
+		fb, _ := newFabric(q, fa)
 		da, _ := Derive(p)
 		db, _ := Derive(q)
 		if got, want := ChangedNodes(fa, fb), Changed(da, db); !slices.Equal(got, want) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,6 +54,12 @@ type Server struct {
 
 	done      chan struct{}
 	closeOnce sync.Once
+	// statusSlots bounds the status writes decoded and stored at once: a
+	// move makes every moved agent send its status together, and a
+	// thousand goroutines each compressing tens of kilobytes would take
+	// the CPU from everything else (the next plan change, long-polls).
+	// Waiting writes are parked, not runnable.
+	statusSlots chan struct{}
 }
 
 // access is who may call a route.
@@ -80,6 +87,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		maxWait: cfg.MaxWait,
 		mux:     http.NewServeMux(),
 		done:    make(chan struct{}),
+
+		statusSlots: make(chan struct{}, 2*runtime.GOMAXPROCS(0)),
 	}
 	if s.metrics == nil {
 		s.metrics = NewMetrics(cfg.Store)
@@ -275,17 +284,31 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // document, no unknown field (the error names it, with its path), no
 // trailing data.
 func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, dst any) error {
+	data, err := readBody(w, r, limit)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(data, dst)
+}
+
+// readBody reads a request body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
-		return &tooLargeError{limit: limit}
+		return nil, &tooLargeError{limit: limit}
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &tooLargeError{limit: limit}
+			return nil, &tooLargeError{limit: limit}
 		}
-		return &FieldError{Reason: "read request body: " + err.Error()}
+		return nil, &FieldError{Reason: "read request body: " + err.Error()}
 	}
+	return data, nil
+}
+
+// decodeJSON decodes a request body as decodeBody does.
+func decodeJSON(data []byte, dst any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return &FieldError{Reason: "request body is empty"}
 	}
@@ -580,24 +603,49 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	node := r.PathValue("node")
-	var st v1.NodeStatus
-	if err := decodeBody(w, r, MaxStatusBody, &st); err != nil {
+	data, err := readBody(w, r, MaxStatusBody)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if st.Node != node {
-		s.fail(w, r, &FieldError{Field: "node", Reason: fmt.Sprintf("is %q but the path names node %q", st.Node, node)})
+	// Decoding and compressing take a slot; the etcd write does not.
+	select {
+	case s.statusSlots <- struct{}{}:
+	case <-r.Context().Done():
+		s.fail(w, r, r.Context().Err())
 		return
 	}
-	if err := checkStatus(st); err != nil {
+	st, stored, err := s.prepareStatus(node, data)
+	<-s.statusSlots
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.store.PutStatus(r.Context(), st); err != nil {
+	if err := s.store.putStatusStored(r.Context(), st, stored); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// prepareStatus decodes and checks a status body and makes the value
+// stored.
+func (s *Server) prepareStatus(node string, data []byte) (v1.NodeStatus, []byte, error) {
+	var st v1.NodeStatus
+	if err := decodeJSON(data, &st); err != nil {
+		return st, nil, err
+	}
+	if st.Node != node {
+		return st, nil, &FieldError{Field: "node", Reason: fmt.Sprintf("is %q but the path names node %q", st.Node, node)}
+	}
+	if err := checkStatus(st); err != nil {
+		return st, nil, err
+	}
+	stored, err := compressStatus(data)
+	if err != nil {
+		return st, nil, fmt.Errorf("encode status of %s: %w", node, err)
+	}
+	return st, stored, nil
 }
 
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {

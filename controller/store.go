@@ -40,6 +40,11 @@ const (
 	rpcParallel = 32
 	// checkTimeout bounds a readiness check.
 	checkTimeout = time.Second
+	// etcdGrace is how long etcd may go without answering anything
+	// (readiness check, status or heartbeat write, plan read) before the
+	// store is not ready: a check that is merely slow under load, with
+	// writes still going through, does not make etcd unreachable.
+	etcdGrace = 5 * time.Second
 	// lagChecks is how many readiness checks in a row may see a plan
 	// revision the watch has not delivered before the store is not ready.
 	lagChecks = 3
@@ -100,6 +105,7 @@ type Store struct {
 	changeMu sync.Mutex
 
 	etcdOK  atomic.Bool
+	lastOK  atomic.Int64 // unix nanoseconds of etcd's last answer
 	hold    atomic.Pointer[string]
 	synced  atomic.Bool
 	lagging atomic.Bool
@@ -148,6 +154,7 @@ type servedConfig struct {
 	etag       string
 	fabric     *Fabric
 	once       sync.Once
+	marshal    sync.Once
 	derived    atomic.Bool
 	cfg        v1.NodeConfig
 	body       []byte
@@ -158,6 +165,18 @@ func newServed(f *Fabric, name string, gen int64) *servedConfig {
 	return &servedConfig{name: name, generation: gen, etag: ETag(gen), fabric: f}
 }
 
+// seededServed is a node's served config already derived (its JSON is
+// made on first use).
+func seededServed(cfg v1.NodeConfig, name string, gen int64) *servedConfig {
+	c := &servedConfig{name: name, generation: gen, etag: ETag(gen)}
+	cfg.Generation = gen
+	c.once.Do(func() {
+		c.cfg = cfg
+		c.derived.Store(true)
+	})
+	return c
+}
+
 func (c *servedConfig) derive() {
 	c.once.Do(func() {
 		cfg, ok := c.fabric.Config(c.name)
@@ -166,22 +185,37 @@ func (c *servedConfig) derive() {
 		} else {
 			cfg.Generation = c.generation
 			c.cfg = cfg
-			c.body, c.err = json.Marshal(cfg)
 		}
 		c.fabric = nil
 		c.derived.Store(true)
 	})
 }
 
-// config is the node's config.
+// config is the node's config, decoded from its JSON (only the JSON is
+// kept).
 func (c *servedConfig) config() (v1.NodeConfig, error) {
-	c.derive()
-	return c.cfg, c.err
+	body, err := c.json()
+	if err != nil {
+		return v1.NodeConfig{}, err
+	}
+	var cfg v1.NodeConfig
+	if err := json.Unmarshal(body, &cfg); err != nil {
+		return v1.NodeConfig{}, fmt.Errorf("config of %s: %w", c.name, err)
+	}
+	return cfg, nil
 }
 
-// json is the node's config as JSON.
+// json is the node's config as JSON, made once; the derived struct is
+// dropped then (a long-poll storm after a move marshals each changed
+// config once, whatever the number of waiters).
 func (c *servedConfig) json() ([]byte, error) {
 	c.derive()
+	c.marshal.Do(func() {
+		if c.err == nil && c.body == nil {
+			c.body, c.err = json.Marshal(c.cfg)
+		}
+		c.cfg = v1.NodeConfig{}
+	})
 	return c.body, c.err
 }
 
@@ -193,7 +227,11 @@ func ETag(generation int64) string { return `"g` + strconv.FormatInt(generation,
 // that the watch cannot come first).
 type pendingFabric struct {
 	data   []byte
+	rec    planRecord
 	fabric *Fabric
+	// configs are the new configs of the nodes that changed (Generation
+	// 0), derived while finding them.
+	configs map[string]v1.NodeConfig
 }
 
 type leaseCache struct {
@@ -341,7 +379,7 @@ func (s *Store) Conflicts() uint64 { return s.conflicts.Load() }
 
 func encodeRecord(r planRecord) ([]byte, error) {
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 	if err := json.NewEncoder(zw).Encode(r); err != nil {
 		return nil, fmt.Errorf("encode plan: %w", err)
 	}
@@ -368,6 +406,12 @@ func decodeRecord(b []byte) (planRecord, error) {
 // it has derived for nodes whose generation stays. f, when not nil, is
 // the record's plan already indexed.
 func buildState(rev int64, rec planRecord, f *Fabric, prev *planState) (*planState, error) {
+	return buildStateSeeded(rev, rec, f, prev, nil)
+}
+
+// buildStateSeeded is buildState; seeds are configs already derived
+// from f, by node (Generation 0).
+func buildStateSeeded(rev int64, rec planRecord, f *Fabric, prev *planState, seeds map[string]v1.NodeConfig) (*planState, error) {
 	if f == nil {
 		var err error
 		if f, err = NewFabric(rec.Plan); err != nil {
@@ -398,6 +442,10 @@ func buildState(rev int64, rec planRecord, f *Fabric, prev *planState) (*planSta
 				st.served[n.Name] = old
 				continue
 			}
+		}
+		if cfg, ok := seeds[n.Name]; ok {
+			st.served[n.Name] = seededServed(cfg, n.Name, g)
+			continue
 		}
 		st.served[n.Name] = newServed(f, n.Name, g)
 	}
@@ -444,18 +492,22 @@ func (s *Store) applyKV(kv *mvccpb.KeyValue, rev int64) {
 		s.applyState(&planState{rev: rev, problem: "no fabric plan is stored (start roce-controller with --plan FILE)"})
 		return
 	}
-	// The change that wrote this revision here has indexed its plan.
-	var f *Fabric
+	// The change that wrote this revision here has indexed its plan (and
+	// derived the configs that changed).
+	var pending pendingFabric
 	s.mu.Lock()
 	if s.pending.fabric != nil && bytes.Equal(s.pending.data, kv.Value) {
-		f = s.pending.fabric
+		pending = s.pending
 		s.pending = pendingFabric{}
 	}
 	s.mu.Unlock()
-	rec, err := decodeRecord(kv.Value)
+	rec, err := pending.rec, error(nil)
+	if pending.fabric == nil {
+		rec, err = decodeRecord(kv.Value)
+	}
 	var st *planState
 	if err == nil {
-		st, err = buildState(kv.ModRevision, rec, f, s.state.Load())
+		st, err = buildStateSeeded(kv.ModRevision, rec, pending.fabric, s.state.Load(), pending.configs)
 	}
 	if err != nil {
 		s.log.Error("stored plan is unusable", "revision", kv.ModRevision, "err", err)
@@ -550,11 +602,14 @@ func (s *Store) check(ctx context.Context) {
 	resp, err := s.cli.Get(cctx, s.planKey, clientv3.WithKeysOnly())
 	cancel()
 	if err != nil {
-		if ctx.Err() == nil && s.etcdOK.Swap(false) {
-			s.log.Warn("etcd is unreachable: not ready", "err", err)
+		// Unreachable only when nothing has come from etcd for a while:
+		// under load a check can be slow while writes go through.
+		if ctx.Err() == nil && time.Since(time.Unix(0, s.lastOK.Load())) > s.grace() && s.etcdOK.Swap(false) {
+			s.log.Warn("etcd is unreachable: not ready", "err", err, "last_answer", time.Unix(0, s.lastOK.Load()))
 		}
 		return
 	}
+	s.answered()
 	if !s.etcdOK.Swap(true) {
 		s.log.Info("etcd answers")
 	}
@@ -576,6 +631,12 @@ func (s *Store) check(ctx context.Context) {
 		}
 	}
 }
+
+// answered notes that etcd answered a call.
+func (s *Store) answered() { s.lastOK.Store(time.Now().UnixNano()) }
+
+// grace is how long etcd may be silent before it counts as unreachable.
+func (s *Store) grace() time.Duration { return max(etcdGrace, 3*s.checkEvery) }
 
 // waitApplied waits until the watch has applied revision rev.
 func (s *Store) waitApplied(ctx context.Context, rev int64) {
@@ -615,9 +676,17 @@ func (s *Store) change(ctx context.Context, what string, fn func(cur *v1.FabricP
 	s.changeMu.Lock()
 	defer s.changeMu.Unlock()
 	for range changeRetries {
-		resp, err := s.cli.Get(ctx, s.planKey)
+		// The plan's revision first: the value only when this replica
+		// does not serve that revision.
+		resp, err := s.cli.Get(ctx, s.planKey, clientv3.WithKeysOnly())
 		if err != nil {
 			return nil, unavailable("read plan", err)
+		}
+		s.answered()
+		if st := s.state.Load(); len(resp.Kvs) > 0 && (st.fabric == nil || st.keyRev != resp.Kvs[0].ModRevision) {
+			if resp, err = s.cli.Get(ctx, s.planKey); err != nil {
+				return nil, unavailable("read plan", err)
+			}
 		}
 		var (
 			modRev int64
@@ -651,11 +720,11 @@ func (s *Store) change(ctx context.Context, what string, fn func(cur *v1.FabricP
 		if err != nil {
 			return nil, err
 		}
-		nf, err := NewFabric(next)
+		nf, err := newFabric(next, old.fabric)
 		if err != nil {
 			return nil, err
 		}
-		changed := ChangedNodes(old.fabric, nf)
+		changed, configs := changedNodes(old.fabric, nf)
 		if changed == nil {
 			changed = []string{}
 		}
@@ -680,7 +749,7 @@ func (s *Store) change(ctx context.Context, what string, fn func(cur *v1.FabricP
 			return nil, err
 		}
 		s.mu.Lock()
-		s.pending = pendingFabric{data: data, fabric: nf}
+		s.pending = pendingFabric{data: data, rec: rec, fabric: nf, configs: configs}
 		s.mu.Unlock()
 		tr, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(s.planKey), "=", modRev)).
@@ -697,6 +766,7 @@ func (s *Store) change(ctx context.Context, what string, fn func(cur *v1.FabricP
 		if err != nil {
 			return nil, unavailable("write plan", err)
 		}
+		s.answered()
 		if !tr.Succeeded {
 			s.conflicts.Add(1)
 			continue
@@ -749,7 +819,7 @@ func (s *Store) PutTenant(ctx context.Context, t v1.Tenant) ([]string, error) {
 		if cur == nil {
 			return v1.FabricPlan{}, ErrNotReady
 		}
-		return PutTenant(*cur, t)
+		return putTenant(*cur, t)
 	})
 }
 
@@ -759,7 +829,7 @@ func (s *Store) Move(ctx context.Context, m v1.Move) ([]string, error) {
 		if cur == nil {
 			return v1.FabricPlan{}, ErrNotReady
 		}
-		return ApplyMove(*cur, m)
+		return applyMove(*cur, m)
 	})
 }
 
@@ -810,12 +880,23 @@ func (s *Store) Tenant(id string) (v1.Tenant, error) {
 // PutStatus stores a node's status (one transaction: the status and the
 // small record of when it came).
 func (s *Store) PutStatus(ctx context.Context, st v1.NodeStatus) error {
-	if _, err := s.node(st.Node); err != nil {
-		return err
-	}
-	body, err := json.Marshal(st)
+	js, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode status of %s: %w", st.Node, err)
+	}
+	body, err := compressStatus(js)
+	if err != nil {
+		return fmt.Errorf("encode status of %s: %w", st.Node, err)
+	}
+	return s.putStatusStored(ctx, st, body)
+}
+
+// putStatusStored is PutStatus with the stored value made
+// (compressStatus of the status's JSON, such as a request body that
+// decoded into st strictly).
+func (s *Store) putStatusStored(ctx context.Context, st v1.NodeStatus, body []byte) error {
+	if _, err := s.node(st.Node); err != nil {
+		return err
 	}
 	rep, err := json.Marshal(reportRecord{Reported: s.now().UTC(), AppliedGeneration: st.AppliedGeneration})
 	if err != nil {
@@ -827,7 +908,43 @@ func (s *Store) PutStatus(ctx context.Context, st v1.NodeStatus) error {
 	).Commit(); err != nil {
 		return unavailable("write status of "+st.Node, err)
 	}
+	s.answered()
 	return nil
+}
+
+// Statuses are stored as gzip-compressed JSON: a status with a full
+// inventory is tens of kilobytes of repetitive JSON, and every version
+// stays in etcd's history until compaction. Plain JSON (as written by
+// earlier versions) is read too.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return zw
+}}
+
+func compressStatus(js []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(js)/4 + 64)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&buf)
+	if _, err := zw.Write(js); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func decodeStatus(b []byte, out *v1.NodeStatus) error {
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		return json.Unmarshal(b, out)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	return json.NewDecoder(io.LimitReader(zr, 4*MaxStatusBody)).Decode(out)
 }
 
 // Status returns a node's last status.
@@ -843,7 +960,7 @@ func (s *Store) Status(ctx context.Context, node string) (v1.NodeStatus, error) 
 	if len(resp.Kvs) == 0 {
 		return out, &NotFoundError{What: "status of node " + node}
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &out); err != nil {
+	if err := decodeStatus(resp.Kvs[0].Value, &out); err != nil {
 		return out, fmt.Errorf("decode status of %s: %w", node, err)
 	}
 	return out, nil
@@ -881,6 +998,7 @@ func (s *Store) Heartbeat(ctx context.Context, node string, hb v1.Heartbeat) err
 			_, err := s.cli.KeepAliveOnce(ctx, lc.id)
 			switch {
 			case err == nil:
+				s.answered()
 				if lc.applied != hb.AppliedGeneration {
 					// Rewrite the key only while it is still on this lease.
 					rec, _ := json.Marshal(aliveRecord{Lease: int64(lc.id), AppliedGeneration: hb.AppliedGeneration})
@@ -1188,7 +1306,7 @@ func (s *Store) readMembers(ctx context.Context, nodes []string) (map[string]v1.
 			for i, n := range batch {
 				if kvs := tr.Responses[2*i].GetResponseRange().Kvs; len(kvs) > 0 {
 					var ns v1.NodeStatus
-					if err := json.Unmarshal(kvs[0].Value, &ns); err != nil {
+					if err := decodeStatus(kvs[0].Value, &ns); err != nil {
 						s.log.Warn("stored status is unreadable", "node", n, "err", err)
 					} else {
 						statuses[n] = ns

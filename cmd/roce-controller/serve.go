@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,6 +36,7 @@ type serveOptions struct {
 	admins                          []string
 	insecureHTTP                    bool
 	leaseTTL, maxWait, shutdownWait time.Duration
+	pprofListen                     string
 }
 
 func newServeCommand(lo *logOptions, stderr io.Writer) *cobra.Command {
@@ -96,6 +100,7 @@ need no identity. Plain HTTP only with --insecure-http (tokens only).`,
 	f.DurationVar(&o.leaseTTL, "lease-ttl", controller.DefaultLeaseTTL, "a node is alive this long after its last heartbeat (whole seconds, at least 2s)")
 	f.DurationVar(&o.maxWait, "max-wait", controller.DefaultMaxWait, "longest config long-poll (?wait= is capped to it)")
 	f.DurationVar(&o.shutdownWait, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for requests to finish")
+	f.StringVar(&o.pprofListen, "pprof-listen", "", "serve Go's profiler (/debug/pprof/) on this address, with no authentication (keep it on localhost)")
 	return cmd
 }
 
@@ -202,6 +207,67 @@ func readPlan(file string) (v1.FabricPlan, error) {
 	return p, nil
 }
 
+// maxStreams bounds the concurrent HTTP/2 streams of one connection.
+const maxStreams = 1000
+
+// fdReserve are the open files kept for etcd and everything but API
+// connections.
+const fdReserve = 1024
+
+// maxConnections is the most API connections the open-file limit allows
+// (0: no limit).
+func maxConnections() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 0
+	}
+	return max(int(rl.Cur)-fdReserve, 64)
+}
+
+// limitListener accepts at most n connections at once; Accept waits for
+// one to close.
+type limitListener struct {
+	net.Listener
+	slots chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newLimitListener(l net.Listener, n int) net.Listener {
+	return &limitListener{Listener: l, slots: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
 // serve runs the controller until ctx ends.
 func serve(ctx context.Context, o serveOptions, log *slog.Logger, debug bool) error {
 	if err := o.check(); err != nil {
@@ -234,6 +300,13 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, debug bool) er
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
+	// Connections past the open-file limit would leave the embedded etcd
+	// unable to open its files (it stops): keep a reserve for it, and let
+	// further connections wait in the listen backlog.
+	if n := maxConnections(); n > 0 {
+		ln = newLimitListener(ln, n)
+		log.Debug("connection limit", "max", n)
+	}
 
 	// Stopped in reverse: the store, the client, then the member.
 	endpoints := o.etcdEndpoints
@@ -273,6 +346,19 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, debug bool) er
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug),
 	}
+	// HTTP/1.1 and HTTP/2: over TLS by ALPN, and on plain HTTP
+	// (--insecure-http) as h2c with prior knowledge, so that many agents
+	// can share a few connections (behind an L7 load balancer, or in a
+	// load test past the open-file limit). A stream is a long-poll, so
+	// a connection carries many.
+	hs.Protocols = new(http.Protocols)
+	hs.Protocols.SetHTTP1(true)
+	if tlsConf != nil {
+		hs.Protocols.SetHTTP2(true)
+	} else {
+		hs.Protocols.SetUnencryptedHTTP2(true)
+	}
+	hs.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreams}
 	hs.RegisterOnShutdown(srv.CloseLongPolls)
 	serveErr := make(chan error, 1)
 	go func() {
@@ -283,6 +369,21 @@ func serve(ctx context.Context, o serveOptions, log *slog.Logger, debug bool) er
 		}
 	}()
 	log.Info("serving", "address", ln.Addr().String(), "tls", tlsConf != nil, "etcd", strings.Join(endpoints, ","), "prefix", store.Prefix(), "version", version)
+
+	if o.pprofListen != "" {
+		pl, err := net.Listen("tcp", o.pprofListen)
+		if err != nil {
+			return fmt.Errorf("--pprof-listen: %w", err)
+		}
+		defer pl.Close()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go func() { _ = http.Serve(pl, mux) }()
+		log.Info("profiler", "address", pl.Addr().String())
+	}
 
 	bg, cancelBG := context.WithCancel(ctx)
 	defer cancelBG()

@@ -7,6 +7,7 @@ package loadtest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -43,6 +44,23 @@ type Options struct {
 	// Start is how long the fleet takes to come up (connections spread
 	// over it).
 	Start time.Duration
+	// HTTP2 makes the agents share connections as HTTP/2 streams
+	// (unencrypted, h2c with prior knowledge), the way agents behind an
+	// L7 load balancer reach the controller: ConnsPerSource clients per
+	// source address (default 4), each opening another connection when
+	// the controller's stream limit is reached. Without it every agent
+	// has its own HTTP/1.1 connections (one per request in flight), as
+	// agents that each reach the controller directly do.
+	HTTP2          bool
+	ConnsPerSource int
+}
+
+// Mode says how the agents' requests reach the controller.
+func (o Options) Mode() string {
+	if o.HTTP2 {
+		return fmt.Sprintf("HTTP/2 (h2c): agents multiplexed as streams over shared connections, %d clients per source address x %d source addresses (like agents behind an L7 load balancer)", cmp.Or(o.ConnsPerSource, 4), max(len(o.SourceAddrs), 1))
+	}
+	return fmt.Sprintf("HTTP/1.1: each agent's long-poll holds its own connection, as agents reaching the controller directly; heartbeats and statuses share up to %d connections per source address (%d)", shortConns, max(len(o.SourceAddrs), 1))
 }
 
 // Op names a measured request kind.
@@ -57,8 +75,12 @@ const (
 
 // Fleet is a running set of simulated agents.
 type Fleet struct {
-	opts      Options
-	clients   []*http.Client
+	opts    Options
+	clients []*http.Client
+	// short carry heartbeats and statuses: over HTTP/1.1 a shared pool
+	// per source address (shortConns at most), so that connections are
+	// one per agent for its long-poll plus the pool.
+	short     []*http.Client
 	measuring atomic.Bool
 
 	mu       sync.Mutex
@@ -92,23 +114,44 @@ func Start(ctx context.Context, o Options) *Fleet {
 	if len(o.SourceAddrs) == 0 {
 		o.SourceAddrs = []string{""}
 	}
+	if o.ConnsPerSource <= 0 {
+		o.ConnsPerSource = 4
+	}
 	f := &Fleet{opts: o, lat: map[Op][]time.Duration{}, errs: map[string]int{}, receipts: map[string][]Receipt{}, readyCh: make(chan struct{})}
 	for _, src := range o.SourceAddrs {
 		d := &net.Dialer{Timeout: 10 * time.Second}
 		if src != "" {
 			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
 		}
-		f.clients = append(f.clients, &http.Client{Transport: &http.Transport{
-			DialContext: d.DialContext, MaxIdleConns: 0, MaxIdleConnsPerHost: 1 << 20, IdleConnTimeout: 2 * time.Minute,
-			DisableCompression: true,
-		}})
+		if !o.HTTP2 {
+			f.clients = append(f.clients, &http.Client{Transport: &http.Transport{
+				DialContext: d.DialContext, MaxIdleConns: 0, MaxIdleConnsPerHost: 1 << 20, IdleConnTimeout: 2 * time.Minute,
+				DisableCompression: true,
+			}})
+			f.short = append(f.short, &http.Client{Transport: &http.Transport{
+				DialContext: d.DialContext, MaxIdleConns: 0, MaxIdleConnsPerHost: shortConns, MaxConnsPerHost: shortConns,
+				IdleConnTimeout: 2 * time.Minute, DisableCompression: true,
+			}})
+			continue
+		}
+		for range o.ConnsPerSource {
+			protos := new(http.Protocols)
+			protos.SetUnencryptedHTTP2(true)
+			f.clients = append(f.clients, &http.Client{Transport: &http.Transport{
+				DialContext: d.DialContext, Protocols: protos, IdleConnTimeout: 2 * time.Minute, DisableCompression: true,
+				HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second},
+			}})
+		}
+	}
+	if f.short == nil {
+		f.short = f.clients
 	}
 	for i, n := range o.Nodes {
 		delay := time.Duration(0)
 		if o.Start > 0 {
 			delay = time.Duration(int64(o.Start) * int64(i) / int64(len(o.Nodes)))
 		}
-		go f.agent(ctx, n, f.clients[i%len(f.clients)], delay)
+		go f.agent(ctx, n, f.clients[i%len(f.clients)], f.short[i%len(f.short)], delay)
 	}
 	return f
 }
@@ -160,7 +203,11 @@ func (f *Fleet) do(ctx context.Context, c *http.Client, node, method, path strin
 	return resp.StatusCode, resp.Header, b, time.Since(t0), err
 }
 
-func (f *Fleet) agent(ctx context.Context, node string, c *http.Client, delay time.Duration) {
+// shortConns bounds an HTTP/1.1 source address's connections for
+// heartbeats and statuses.
+const shortConns = 256
+
+func (f *Fleet) agent(ctx context.Context, node string, c, short *http.Client, delay time.Duration) {
 	select {
 	case <-time.After(delay):
 	case <-ctx.Done():
@@ -168,8 +215,8 @@ func (f *Fleet) agent(ctx context.Context, node string, c *http.Client, delay ti
 	}
 	var gen atomic.Int64
 	statusNow := make(chan struct{}, 1)
-	go f.heartbeats(ctx, node, c, &gen)
-	go f.statuses(ctx, node, c, &gen, statusNow)
+	go f.heartbeats(ctx, node, short, &gen)
+	go f.statuses(ctx, node, short, &gen, statusNow)
 	etag := ""
 	first := true
 	backoff := time.Second
