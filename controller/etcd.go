@@ -33,12 +33,12 @@ const (
 	// compaction): enough for a watch to catch up after a restart, while
 	// the statuses agents rewrite every few minutes do not pile up in the
 	// backend (an hour at 10,000 nodes is ~120,000 status versions).
-	DefaultCompactionRetention = "10m"
+	DefaultCompactionRetention = "1h"
 	// DefaultSnapshotCount is how many applied entries trigger a snapshot,
 	// after which the raft log kept in memory is cut to
 	// snapshotCatchUpEntries. etcd's default (100,000) keeps every status
 	// write of the last 100,000 in memory: gigabytes of statuses.
-	DefaultSnapshotCount = 10000
+	DefaultSnapshotCount = 100000
 	// snapshotCatchUpEntries are the entries kept after a snapshot for a
 	// slow follower (etcd's default is 5,000).
 	snapshotCatchUpEntries = 2000
