@@ -6,11 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -277,9 +279,11 @@ func runLoad(b *testing.B, bin string, n int, window time.Duration, inv *v1.Inve
 	errsRamp := fleet.Errors()
 	fleet.Measure(true)
 	pid := cmd.Process.Pid
+	hist0 := scrapeHistograms(base)
 	cpu0, self0, w0 := procCPU(pid), procCPU(os.Getpid()), time.Now()
 	time.Sleep(window)
 	cpu1, self1, wall := procCPU(pid), procCPU(os.Getpid()), time.Since(w0)
+	hist1 := scrapeHistograms(base)
 	fleet.Measure(false)
 	lat := fleet.Latencies()
 	rss, hwm := procRSS(pid)
@@ -336,6 +340,13 @@ func runLoad(b *testing.B, bin string, n int, window time.Duration, inv *v1.Inve
 	for _, op := range []Op{OpHeartbeat, OpStatus, OpConfig} {
 		s := lat[op]
 		fmt.Printf("  %-32s %7d requests (%6.0f/s)  p50 %9s  p99 %9s  max %9s\n", op, s.Count, float64(s.Count)/wall.Seconds(), ms(s.P50), ms(s.P99), ms(s.Max))
+	}
+	// The controller's own view (its request histogram over the window):
+	// without the generator's shared connection pool, whose queue adds to
+	// the agents' figures above when a few requests are slow.
+	for _, route := range []string{"PUT /v1/nodes/{node}/lease", "PUT /v1/nodes/{node}/status"} {
+		count, p50, p99 := hist1.quantiles(hist0, route)
+		fmt.Printf("  controller-side %-30s %7.0f answered  p50 <= %s  p99 <= %s (histogram bucket bounds)\n", route, count, p50, p99)
 	}
 	ctlCPU, genCPU := float64(cpu1-cpu0)/float64(wall), float64(self1-self0)/float64(wall)
 	fmt.Printf("  controller CPU %.2f cores (of 2), RSS %s (peak %s); load generator CPU %.2f cores on the same machine\n",
@@ -434,6 +445,77 @@ func scrape(base, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// histograms are the controller's request duration buckets: route -> le
+// -> cumulative count (every status code summed).
+type histograms map[string]map[float64]float64
+
+func scrapeHistograms(base string) histograms {
+	out := histograms{}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	const name = "roce_controller_http_request_duration_seconds_bucket{"
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), name)
+		if !ok {
+			continue
+		}
+		labels, value, _ := strings.Cut(rest, "} ")
+		var route string
+		var le float64
+		for _, kv := range strings.Split(labels, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			v = strings.Trim(v, `"`)
+			switch k {
+			case "route":
+				route = v
+			case "le":
+				if v == "+Inf" {
+					le = math.Inf(1)
+				} else {
+					le, _ = strconv.ParseFloat(v, 64)
+				}
+			}
+		}
+		f, _ := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if out[route] == nil {
+			out[route] = map[float64]float64{}
+		}
+		out[route][le] += f
+	}
+	return out
+}
+
+// quantiles are the count of a route's requests between two scrapes and
+// the bucket bounds holding its p50 and p99.
+func (h histograms) quantiles(before histograms, route string) (count float64, p50, p99 string) {
+	var les []float64
+	for le := range h[route] {
+		les = append(les, le)
+	}
+	sort.Float64s(les)
+	if len(les) == 0 {
+		return 0, "-", "-"
+	}
+	count = h[route][math.Inf(1)] - before[route][math.Inf(1)]
+	bound := func(q float64) string {
+		for _, le := range les {
+			if h[route][le]-before[route][le] >= q*count {
+				if math.IsInf(le, 1) {
+					return "more than 5 s"
+				}
+				return fmt.Sprintf("%g ms", le*1000)
+			}
+		}
+		return "-"
+	}
+	return count, bound(0.50), bound(0.99)
 }
 
 // logProblems are the controller's warning and error lines (the first
