@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/roce-agent/roce-agent/fabric"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -77,32 +78,32 @@ func ParseTokens(data []byte) ([]Token, error) {
 	for i, t := range toks {
 		field := fmt.Sprintf("[%d]", i)
 		if t.Name == "" {
-			errs = append(errs, &FieldError{Field: field + ".name", Reason: "is empty"})
+			errs = append(errs, &fabric.FieldError{Field: field + ".name", Reason: "is empty"})
 		}
 		var sum string
 		switch {
 		case t.Token != "" && t.TokenSHA256 != "":
-			errs = append(errs, &FieldError{Field: field, Reason: "has both token and token_sha256"})
+			errs = append(errs, &fabric.FieldError{Field: field, Reason: "has both token and token_sha256"})
 			continue
 		case t.Token != "":
 			if len(t.Token) < minTokenLen {
-				errs = append(errs, &FieldError{Field: field + ".token", Reason: fmt.Sprintf("is shorter than %d characters", minTokenLen)})
+				errs = append(errs, &fabric.FieldError{Field: field + ".token", Reason: fmt.Sprintf("is shorter than %d characters", minTokenLen)})
 				continue
 			}
 			sum = HashToken(t.Token)
 		case t.TokenSHA256 != "":
 			b, err := hex.DecodeString(t.TokenSHA256)
 			if err != nil || len(b) != sha256.Size {
-				errs = append(errs, &FieldError{Field: field + ".token_sha256", Reason: "is not 64 hex digits"})
+				errs = append(errs, &fabric.FieldError{Field: field + ".token_sha256", Reason: "is not 64 hex digits"})
 				continue
 			}
 			sum = hex.EncodeToString(b)
 		default:
-			errs = append(errs, &FieldError{Field: field, Reason: "has neither token nor token_sha256"})
+			errs = append(errs, &fabric.FieldError{Field: field, Reason: "has neither token nor token_sha256"})
 			continue
 		}
 		if j, dup := seen[sum]; dup {
-			errs = append(errs, &FieldError{Field: field, Reason: fmt.Sprintf("has the token of [%d]", j)})
+			errs = append(errs, &fabric.FieldError{Field: field, Reason: fmt.Sprintf("has the token of [%d]", j)})
 		}
 		seen[sum] = i
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/fabric"
 )
 
 // movePlan is n nodes in tenants of 1,000 whole nodes, as the load test
@@ -29,7 +30,7 @@ func movePlan(n int) v1.FabricPlan {
 		}
 		p.Tenants = append(p.Tenants, t)
 	}
-	return Defaults(p)
+	return fabric.Defaults(p)
 }
 
 // BenchmarkTenantMove: the load test's tenant move (tenant-00's 1,000

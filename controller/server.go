@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/fabric"
 )
 
 // Request body limits (413 beyond).
@@ -256,9 +257,9 @@ func (e *tooLargeError) Error() string {
 // fail answers an error by its kind.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var (
-		fe *FieldError
-		nf *NotFoundError
-		ce *ConflictError
+		fe *fabric.FieldError
+		nf *fabric.NotFoundError
+		ce *fabric.ConflictError
 		tl *tooLargeError
 	)
 	switch {
@@ -302,7 +303,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		if errors.As(err, &mbe) {
 			return nil, &tooLargeError{limit: limit}
 		}
-		return nil, &FieldError{Reason: "read request body: " + err.Error()}
+		return nil, &fabric.FieldError{Reason: "read request body: " + err.Error()}
 	}
 	return data, nil
 }
@@ -310,7 +311,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 // decodeJSON decodes a request body as decodeBody does.
 func decodeJSON(data []byte, dst any) error {
 	if len(bytes.TrimSpace(data)) == 0 {
-		return &FieldError{Reason: "request body is empty"}
+		return &fabric.FieldError{Reason: "request body is empty"}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -318,12 +319,12 @@ func decodeJSON(data []byte, dst any) error {
 		return bodyError(err, data, reflect.TypeOf(dst))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return &FieldError{Reason: "request body has data after the JSON document"}
+		return &fabric.FieldError{Reason: "request body has data after the JSON document"}
 	}
 	return nil
 }
 
-// bodyError turns a JSON decoding error into a FieldError naming the
+// bodyError turns a JSON decoding error into a fabric.FieldError naming the
 // field.
 func bodyError(err error, data []byte, t reflect.Type) error {
 	var (
@@ -332,23 +333,23 @@ func bodyError(err error, data []byte, t reflect.Type) error {
 	)
 	switch {
 	case errors.As(err, &se):
-		return &FieldError{Reason: fmt.Sprintf("request body is not JSON: %v (offset %d)", se, se.Offset)}
+		return &fabric.FieldError{Reason: fmt.Sprintf("request body is not JSON: %v (offset %d)", se, se.Offset)}
 	case errors.As(err, &te):
 		field := te.Field
 		if field == "" {
-			return &FieldError{Reason: fmt.Sprintf("request body: want a JSON %s, got %s", jsonKind(te.Type), te.Value)}
+			return &fabric.FieldError{Reason: fmt.Sprintf("request body: want a JSON %s, got %s", jsonKind(te.Type), te.Value)}
 		}
-		return &FieldError{Field: field, Reason: fmt.Sprintf("want %s, got %s", jsonKind(te.Type), te.Value)}
+		return &fabric.FieldError{Field: field, Reason: fmt.Sprintf("want %s, got %s", jsonKind(te.Type), te.Value)}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := fieldName(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`))
 		if p := unknownFieldPath(data, t); p != "" {
 			name = p
 		}
-		return &FieldError{Field: name, Reason: "is not a known field"}
+		return &fabric.FieldError{Field: name, Reason: "is not a known field"}
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return &FieldError{Reason: "request body is truncated JSON"}
+		return &fabric.FieldError{Reason: "request body is truncated JSON"}
 	}
-	return &FieldError{Reason: "request body: " + err.Error()}
+	return &fabric.FieldError{Reason: "request body: " + err.Error()}
 }
 
 func jsonKind(t reflect.Type) string {
@@ -489,22 +490,22 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 // checkStatus checks what the schema cannot see in a status.
 func checkStatus(st v1.NodeStatus) error {
 	if st.AppliedGeneration < 0 {
-		return &FieldError{Field: "applied_generation", Reason: "is negative"}
+		return &fabric.FieldError{Field: "applied_generation", Reason: "is negative"}
 	}
 	checkConds := func(field string, cs []v1.Condition) error {
 		for i, c := range cs {
 			if c.Type == "" {
-				return &FieldError{Field: fmt.Sprintf("%s[%d].type", field, i), Reason: "is empty"}
+				return &fabric.FieldError{Field: fmt.Sprintf("%s[%d].type", field, i), Reason: "is empty"}
 			}
 			if !slices.Contains(v1.ConditionStatuses, c.Status) {
-				return &FieldError{Field: fmt.Sprintf("%s[%d].status", field, i), Reason: fmt.Sprintf("is %q, want one of %v", c.Status, v1.ConditionStatuses)}
+				return &fabric.FieldError{Field: fmt.Sprintf("%s[%d].status", field, i), Reason: fmt.Sprintf("is %q, want one of %v", c.Status, v1.ConditionStatuses)}
 			}
 		}
 		return nil
 	}
 	for i, r := range st.Rails {
 		if r.Rail < 0 || r.Rail > 255 {
-			return &FieldError{Field: fmt.Sprintf("rails[%d].rail", i), Reason: "is not 0-255"}
+			return &fabric.FieldError{Field: fmt.Sprintf("rails[%d].rail", i), Reason: "is not 0-255"}
 		}
 		if err := checkConds(fmt.Sprintf("rails[%d].conditions", i), r.Conditions); err != nil {
 			return err
@@ -636,7 +637,7 @@ func (s *Server) prepareStatus(node string, data []byte) (v1.NodeStatus, []byte,
 		return st, nil, err
 	}
 	if st.Node != node {
-		return st, nil, &FieldError{Field: "node", Reason: fmt.Sprintf("is %q but the path names node %q", st.Node, node)}
+		return st, nil, &fabric.FieldError{Field: "node", Reason: fmt.Sprintf("is %q but the path names node %q", st.Node, node)}
 	}
 	if err := checkStatus(st); err != nil {
 		return st, nil, err
@@ -664,7 +665,7 @@ func (s *Server) putLease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if hb.AppliedGeneration < 0 {
-		s.fail(w, r, &FieldError{Field: "applied_generation", Reason: "is negative"})
+		s.fail(w, r, &fabric.FieldError{Field: "applied_generation", Reason: "is negative"})
 		return
 	}
 	if err := s.store.Heartbeat(r.Context(), r.PathValue("node"), hb); err != nil {
@@ -702,7 +703,7 @@ func (s *Server) putTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if id := r.PathValue("tenant"); t.ID != id {
-		s.fail(w, r, &FieldError{Field: "id", Reason: fmt.Sprintf("is %q but the path names tenant %q", t.ID, id)})
+		s.fail(w, r, &fabric.FieldError{Field: "id", Reason: fmt.Sprintf("is %q but the path names tenant %q", t.ID, id)})
 		return
 	}
 	changed, err := s.store.PutTenant(r.Context(), t)

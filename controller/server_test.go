@@ -24,6 +24,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/fabric"
 )
 
 // env is a controller under test: an embedded etcd member, the test
@@ -885,7 +886,7 @@ func gaugeValue(t testing.TB, s *Server, name string) float64 {
 	return 0
 }
 
-// FuzzDecodeBody: any body decodes or is refused with a FieldError (a
+// FuzzDecodeBody: any body decodes or is refused with a fabric.FieldError (a
 // 400), never a panic, and a named unknown field is a path into the body.
 func FuzzDecodeBody(f *testing.F) {
 	for _, seed := range []string{
@@ -903,10 +904,10 @@ func FuzzDecodeBody(f *testing.F) {
 			if err == nil {
 				continue
 			}
-			var fe *FieldError
+			var fe *fabric.FieldError
 			var tl *tooLargeError
 			if !errors.As(err, &fe) && !errors.As(err, &tl) {
-				t.Fatalf("%T: %v is neither a FieldError nor too large", dst, err)
+				t.Fatalf("%T: %v is neither a fabric.FieldError nor too large", dst, err)
 			}
 			if fe != nil && fe.Reason == "is not a known field" && fe.Field == "" {
 				t.Fatalf("%T: unknown field without a name", dst)

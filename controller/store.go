@@ -22,6 +22,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/fabric"
 )
 
 // Store defaults.
@@ -80,7 +81,7 @@ type StoreConfig struct {
 // status and when it came, one leased key per node its liveness.
 //
 // Every replica watches the plan key and keeps the plan in memory,
-// indexed (NewFabric) when its revision changes; a node's config is
+// indexed (fabric.NewFabric) when its revision changes; a node's config is
 // derived on first request and kept while its generation stays. Replicas
 // hold no state the others need. A long-poll subscribes to its node and is
 // woken when a revision changes that node's generation.
@@ -136,7 +137,7 @@ type planState struct {
 	rev    int64
 	keyRev int64
 	// fabric is nil when there is no plan (problem says why).
-	fabric      *Fabric
+	fabric      *fabric.Fabric
 	problem     string
 	epoch       int64
 	generations map[string]int64
@@ -152,7 +153,7 @@ type servedConfig struct {
 	name       string
 	generation int64
 	etag       string
-	fabric     *Fabric
+	fabric     *fabric.Fabric
 	once       sync.Once
 	marshal    sync.Once
 	derived    atomic.Bool
@@ -161,7 +162,7 @@ type servedConfig struct {
 	err        error
 }
 
-func newServed(f *Fabric, name string, gen int64) *servedConfig {
+func newServed(f *fabric.Fabric, name string, gen int64) *servedConfig {
 	return &servedConfig{name: name, generation: gen, etag: ETag(gen), fabric: f}
 }
 
@@ -228,7 +229,7 @@ func ETag(generation int64) string { return `"g` + strconv.FormatInt(generation,
 type pendingFabric struct {
 	data   []byte
 	rec    planRecord
-	fabric *Fabric
+	fabric *fabric.Fabric
 	// configs are the new configs of the nodes that changed (Generation
 	// 0), derived while finding them.
 	configs map[string]v1.NodeConfig
@@ -405,16 +406,16 @@ func decodeRecord(b []byte) (planRecord, error) {
 // buildState indexes a plan record; prev (may be nil) lends the configs
 // it has derived for nodes whose generation stays. f, when not nil, is
 // the record's plan already indexed.
-func buildState(rev int64, rec planRecord, f *Fabric, prev *planState) (*planState, error) {
+func buildState(rev int64, rec planRecord, f *fabric.Fabric, prev *planState) (*planState, error) {
 	return buildStateSeeded(rev, rec, f, prev, nil)
 }
 
 // buildStateSeeded is buildState; seeds are configs already derived
 // from f, by node (Generation 0).
-func buildStateSeeded(rev int64, rec planRecord, f *Fabric, prev *planState, seeds map[string]v1.NodeConfig) (*planState, error) {
+func buildStateSeeded(rev int64, rec planRecord, f *fabric.Fabric, prev *planState, seeds map[string]v1.NodeConfig) (*planState, error) {
 	if f == nil {
 		var err error
-		if f, err = NewFabric(rec.Plan); err != nil {
+		if f, err = fabric.NewFabric(rec.Plan); err != nil {
 			return nil, fmt.Errorf("index plan: %w", err)
 		}
 	}
@@ -720,11 +721,11 @@ func (s *Store) change(ctx context.Context, what string, fn func(cur *v1.FabricP
 		if err != nil {
 			return nil, err
 		}
-		nf, err := newFabric(next, old.fabric)
+		nf, err := fabric.NewFabricFrom(next, old.fabric)
 		if err != nil {
 			return nil, err
 		}
-		changed, configs := changedNodes(old.fabric, nf)
+		changed, configs := fabric.ChangedConfigs(old.fabric, nf)
 		if changed == nil {
 			changed = []string{}
 		}
@@ -788,7 +789,7 @@ func samePlan(a, b v1.FabricPlan) bool {
 // LoadPlan stores a plan, replacing the stored one: only the nodes whose
 // configs change get a new generation. It returns them.
 func (s *Store) LoadPlan(ctx context.Context, p v1.FabricPlan) ([]string, error) {
-	if err := CheckPlan(Defaults(p)); err != nil {
+	if err := fabric.CheckPlan(fabric.Defaults(p)); err != nil {
 		return nil, err
 	}
 	return s.change(ctx, "load plan", func(*v1.FabricPlan) (v1.FabricPlan, error) { return p, nil })
@@ -802,7 +803,7 @@ var ErrPlanStored = errors.New("a plan is stored already")
 // undone by a restart with the same file. ErrPlanStored says it kept the
 // stored one.
 func (s *Store) SeedPlan(ctx context.Context, p v1.FabricPlan) ([]string, error) {
-	if err := CheckPlan(Defaults(p)); err != nil {
+	if err := fabric.CheckPlan(fabric.Defaults(p)); err != nil {
 		return nil, err
 	}
 	return s.change(ctx, "seed plan", func(cur *v1.FabricPlan) (v1.FabricPlan, error) {
@@ -819,7 +820,7 @@ func (s *Store) PutTenant(ctx context.Context, t v1.Tenant) ([]string, error) {
 		if cur == nil {
 			return v1.FabricPlan{}, ErrNotReady
 		}
-		return putTenant(*cur, t)
+		return fabric.PutTenantUnchecked(*cur, t)
 	})
 }
 
@@ -829,7 +830,7 @@ func (s *Store) Move(ctx context.Context, m v1.Move) ([]string, error) {
 		if cur == nil {
 			return v1.FabricPlan{}, ErrNotReady
 		}
-		return applyMove(*cur, m)
+		return fabric.ApplyMoveUnchecked(*cur, m)
 	})
 }
 
@@ -848,7 +849,7 @@ func (s *Store) node(name string) (*planState, error) {
 		return nil, err
 	}
 	if _, ok := st.served[name]; !ok {
-		return nil, &NotFoundError{What: "node " + name}
+		return nil, &fabric.NotFoundError{What: "node " + name}
 	}
 	return st, nil
 }
@@ -870,7 +871,7 @@ func (s *Store) Tenant(id string) (v1.Tenant, error) {
 	}
 	i, ok := st.tenants[id]
 	if !ok {
-		return v1.Tenant{}, &NotFoundError{What: "tenant " + id}
+		return v1.Tenant{}, &fabric.NotFoundError{What: "tenant " + id}
 	}
 	return st.fabric.Plan().Tenants[i], nil
 }
@@ -958,7 +959,7 @@ func (s *Store) Status(ctx context.Context, node string) (v1.NodeStatus, error) 
 		return out, unavailable("read status of "+node, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return out, &NotFoundError{What: "status of node " + node}
+		return out, &fabric.NotFoundError{What: "status of node " + node}
 	}
 	if err := decodeStatus(resp.Kvs[0].Value, &out); err != nil {
 		return out, fmt.Errorf("decode status of %s: %w", node, err)
@@ -1217,7 +1218,7 @@ func (s *Store) TenantHealth(ctx context.Context, id string) (v1.TenantHealth, e
 	}
 	ti, ok := st.tenants[id]
 	if !ok {
-		return v1.TenantHealth{}, &NotFoundError{What: "tenant " + id}
+		return v1.TenantHealth{}, &fabric.NotFoundError{What: "tenant " + id}
 	}
 	plan := st.fabric.Plan()
 	tenant := plan.Tenants[ti]

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/fabric"
 )
 
 // testLeaseTTL is short, so that the expiry test is quick.
@@ -24,7 +25,7 @@ func fabricPlan(t testing.TB) v1.FabricPlan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ParsePlan(data)
+	p, err := fabric.ParsePlan(data)
 	if err != nil {
 		t.Fatalf("testdata/fabric.yaml: %v", err)
 	}
@@ -192,7 +193,7 @@ func TestPlanRecordSize(t *testing.T) {
 		}
 		p.Tenants = append(p.Tenants, tn)
 	}
-	rec.Plan = Defaults(p)
+	rec.Plan = fabric.Defaults(p)
 	data, err := encodeRecord(rec)
 	if err != nil {
 		t.Fatal(err)

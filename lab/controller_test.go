@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/roce-agent/roce-agent/controller"
+	"github.com/roce-agent/roce-agent/fabric"
 )
 
 // TestDefaultPlanForController: the controller accepts the lab's plans and
@@ -17,11 +17,11 @@ func TestDefaultPlanForController(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		parsed, err := controller.ParsePlan(data)
+		parsed, err := fabric.ParsePlan(data)
 		if err != nil {
 			t.Fatalf("DefaultPlan(%d): the controller refuses it: %v", hosts, err)
 		}
-		configs, err := controller.Derive(parsed)
+		configs, err := fabric.Derive(parsed)
 		if err != nil {
 			t.Fatalf("DefaultPlan(%d): derive: %v", hosts, err)
 		}

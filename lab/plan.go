@@ -1,8 +1,6 @@
 package lab
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -10,9 +8,8 @@ import (
 	"os"
 	"strings"
 
-	"go.yaml.in/yaml/v3"
-
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/fabric"
 	"github.com/roce-agent/roce-agent/nic/sysfstest"
 )
 
@@ -64,7 +61,7 @@ func DefaultPlan(hosts int) v1.FabricPlan {
 			p.Tenants = append(p.Tenants, t)
 		}
 	}
-	return p
+	return fabric.Defaults(p)
 }
 
 // ReadPlan reads a fabric plan file, YAML or JSON (the same keys as the
@@ -81,61 +78,11 @@ func ReadPlan(file string) (v1.FabricPlan, error) {
 	return p, nil
 }
 
-// ParsePlan decodes a fabric plan, YAML or JSON, refusing unknown keys,
-// and fills what an omitted key means to the controller too: 8 rails, MTU
-// 9000, rail tables and rule priorities from 1000.
+// ParsePlan decodes a fabric plan, YAML or JSON, as the controller does
+// (fabric.ParsePlan: unknown keys refused, defaults filled, every conflict
+// named); ReadPlan then checks what the lab can build.
 func ParsePlan(data []byte) (v1.FabricPlan, error) {
-	var doc any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return v1.FabricPlan{}, fmt.Errorf("parse: %w", err)
-	}
-	js, err := json.Marshal(jsonable(doc))
-	if err != nil {
-		return v1.FabricPlan{}, fmt.Errorf("parse: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	var p v1.FabricPlan
-	if err := dec.Decode(&p); err != nil {
-		return v1.FabricPlan{}, fmt.Errorf("decode: %w", err)
-	}
-	if p.Rails == 0 {
-		p.Rails = 8
-	}
-	if p.Link.MTU == 0 {
-		p.Link.MTU = 9000
-	}
-	if p.Link.Routing.TableBase == 0 {
-		p.Link.Routing.TableBase = 1000
-	}
-	if p.Link.Routing.RulePriorityBase == 0 {
-		p.Link.Routing.RulePriorityBase = 1000
-	}
-	return p, nil
-}
-
-// jsonable turns YAML's map[any]any (non-string keys such as DSCP values)
-// into map[string]any.
-func jsonable(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		for k, e := range v {
-			v[k] = jsonable(e)
-		}
-		return v
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, e := range v {
-			m[fmt.Sprint(k)] = jsonable(e)
-		}
-		return m
-	case []any:
-		for i, e := range v {
-			v[i] = jsonable(e)
-		}
-		return v
-	}
-	return v
+	return fabric.ParsePlan(data)
 }
 
 // railAddrs are the four addresses of a rail: the host's and the leaf's,

@@ -116,7 +116,7 @@ tenants:
 	if err := checkPlan(got); err != nil {
 		t.Errorf("checkPlan: %v", err)
 	}
-	if _, err := ParsePlan([]byte("rails: 2\nrail: 3\n")); err == nil || !strings.Contains(err.Error(), `unknown field "rail"`) {
+	if _, err := ParsePlan([]byte("rails: 2\nrail: 3\n")); err == nil || !strings.Contains(err.Error(), `rail: unknown field`) {
 		t.Errorf("unknown key: err = %v", err)
 	}
 }

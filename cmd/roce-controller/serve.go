@@ -22,6 +22,7 @@ import (
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"github.com/roce-agent/roce-agent/controller"
+	"github.com/roce-agent/roce-agent/fabric"
 )
 
 // serveOptions are serve's flags.
@@ -194,7 +195,7 @@ func readPlan(file string) (v1.FabricPlan, error) {
 	if err != nil {
 		return v1.FabricPlan{}, usagef("serve: --plan: %v", err)
 	}
-	p, err := controller.ParsePlan(data)
+	p, err := fabric.ParsePlan(data)
 	if err != nil {
 		var problems []string
 		for _, line := range strings.Split(err.Error(), "\n") {

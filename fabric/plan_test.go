@@ -1,4 +1,4 @@
-package controller
+package fabric
 
 import (
 	"errors"
@@ -263,10 +263,10 @@ func TestChangedNodesTenantSwap(t *testing.T) {
 			t.Fatal(err)
 		}
 		fa, _ := NewFabric(p)
-		fb, _ := newFabric(q, fa)
+		fb, _ := NewFabricFrom(q, fa)
 		da, _ := Derive(p)
 		db, _ := Derive(q)
-		got, configs := changedNodes(fa, fb)
+		got, configs := ChangedConfigs(fa, fb)
 		if want := Changed(da, db); !slices.Equal(got, want) {
 			t.Fatalf("put %s: ChangedNodes %v, full diff %v", tn.ID, got, want)
 		}
@@ -296,7 +296,7 @@ func checkChangedNodes(t *testing.T, p v1.FabricPlan, tenants, moves int) {
 			t.Fatalf("move %+v: %v", m, err)
 		}
 		fa, _ := NewFabric(p)
-		fb, _ := newFabric(q, fa)
+		fb, _ := NewFabricFrom(q, fa)
 		da, _ := Derive(p)
 		db, _ := Derive(q)
 		if got, want := ChangedNodes(fa, fb), Changed(da, db); !slices.Equal(got, want) {

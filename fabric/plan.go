@@ -1,8 +1,10 @@
-// Package controller is the reference controller (roce-controller): it
-// derives every node's NodeConfig from a fabric plan (nodes, per-rail
-// address pools, tenants), keeps plan, statuses and liveness in etcd and
-// serves the v1 API (api/v1/openapi.yaml) to agents and administrators.
-package controller
+// Package fabric is the fabric plan (nodes, per-rail address pools,
+// tenants in server or GPU isolation): parsed strictly, checked with every
+// conflict named, indexed (Fabric) to derive each node's NodeConfig, and
+// changed by tenant puts and moves, knowing which nodes a change touches.
+// It is plain computation (no etcd, no netlink): the controller serves
+// from it and the lab builds its leaves from it.
+package fabric
 
 import (
 	"bytes"
@@ -368,11 +370,11 @@ type ringKey struct {
 }
 
 // NewFabric checks a plan (with defaults filled) and indexes it.
-func NewFabric(p v1.FabricPlan) (*Fabric, error) { return newFabric(p, nil) }
+func NewFabric(p v1.FabricPlan) (*Fabric, error) { return NewFabricFrom(p, nil) }
 
-// newFabric is NewFabric; prev (may be nil), a fabric of the same nodes
+// NewFabricFrom is NewFabric; prev (may be nil), a fabric of the same nodes
 // and pools, lends its address table.
-func newFabric(p v1.FabricPlan, prev *Fabric) (*Fabric, error) {
+func NewFabricFrom(p v1.FabricPlan, prev *Fabric) (*Fabric, error) {
 	p = Defaults(p)
 	if err := CheckPlan(p); err != nil {
 		return nil, err
@@ -617,13 +619,13 @@ func Changed(old, new map[string]v1.NodeConfig) []string {
 // larger than max_peers+1 at both ends, only the members that joined or
 // left and those whose max_peers/2 nearest on either side changed.
 func ChangedNodes(old, new *Fabric) []string {
-	out, _ := changedNodes(old, new)
+	out, _ := ChangedConfigs(old, new)
 	return out
 }
 
-// changedNodes is ChangedNodes, with the new configs of the nodes that
+// ChangedConfigs is ChangedNodes, with the new configs of the nodes that
 // changed (those still in new).
-func changedNodes(old, new *Fabric) ([]string, map[string]v1.NodeConfig) {
+func ChangedConfigs(old, new *Fabric) ([]string, map[string]v1.NodeConfig) {
 	var cands map[string]bool
 	if old == nil || new == nil || !sameGlobals(old.plan, new.plan) || !sameNodes(old, new) {
 		cands = map[string]bool{}
@@ -767,16 +769,16 @@ func ringChanges(a, b []string, maxPeers int, cands map[string]bool) {
 // GPUs (all of the node's when none are named) leave every tenant and join
 // m.Tenant ("" leaves them in none).
 func ApplyMove(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
-	out, err := applyMove(p, m)
+	out, err := ApplyMoveUnchecked(p, m)
 	if err != nil {
 		return out, err
 	}
 	return out, CheckPlan(out)
 }
 
-// applyMove is ApplyMove without the check of the whole plan (NewFabric
+// ApplyMoveUnchecked is ApplyMove without the check of the whole plan (NewFabric
 // does it).
-func applyMove(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
+func ApplyMoveUnchecked(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
 	p = Defaults(p)
 	if !ValidNodeName(m.Node) {
 		return p, &FieldError{Field: "node", Reason: fmt.Sprintf("%s is not a node name", v1.Clip(m.Node))}
@@ -874,16 +876,16 @@ func mapsKeys(m map[int]bool) func(func(int) bool) {
 // not modified. A GPU another tenant has is a *ConflictError, a member that
 // is not a node of the plan a *FieldError.
 func PutTenant(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
-	out, err := putTenant(p, t)
+	out, err := PutTenantUnchecked(p, t)
 	if err != nil {
 		return out, err
 	}
 	return out, CheckPlan(out)
 }
 
-// putTenant is PutTenant without the check of the whole plan (NewFabric
+// PutTenantUnchecked is PutTenant without the check of the whole plan (NewFabric
 // does it).
-func putTenant(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
+func PutTenantUnchecked(p v1.FabricPlan, t v1.Tenant) (v1.FabricPlan, error) {
 	p = Defaults(p)
 	names := make(map[string]int, len(p.Nodes))
 	for i, n := range p.Nodes {
