@@ -435,6 +435,20 @@ func TestLongPoll(t *testing.T) {
 	}
 	// Without If-None-Match there is nothing to wait for.
 	e.do(t, call{who: node("gpu-01"), method: "GET", path: configPath("gpu-01") + "?wait=30s"}).want(t, 200)
+
+	// Several nodes in one move: one change.
+	var many v1.MoveResult
+	e.do(t, call{who: admin, method: "POST", path: "/v1/moves", body: v1.Move{Nodes: []string{"gpu-01", "gpu-04"}, Tenant: "tenant-a"}}).want(t, 200).decode(t, &many)
+	if !slices.Contains(many.ChangedNodes, "gpu-01") || !slices.Contains(many.ChangedNodes, "gpu-04") {
+		t.Errorf("a move of two nodes changed %v", many.ChangedNodes)
+	}
+	for _, n := range []string{"gpu-01", "gpu-04"} {
+		var c v1.NodeConfig
+		e.do(t, call{who: admin, method: "GET", path: configPath(n)}).want(t, 200).decode(t, &c)
+		if c.Rails[1].Tenant == nil || c.Rails[1].Tenant.ID != "tenant-a" {
+			t.Errorf("%s rail 1 after the move of two nodes: %+v", n, c.Rails[1].Tenant)
+		}
+	}
 }
 
 // A move through one replica wakes a long-poll on another.
@@ -613,6 +627,8 @@ func TestBadRequests(t *testing.T) {
 		{"member not a node", admin, "PUT", "/v1/tenants/tenant-a", v1.Tenant{ID: "tenant-a", VRF: "TENANT-A", VNI: 10001, Members: []v1.TenantMember{{Node: "gpu-99"}}}, false, 400, "members[0].node"},
 		{"GPU of another tenant", admin, "PUT", "/v1/tenants/tenant-a", v1.Tenant{ID: "tenant-a", VRF: "TENANT-A", VNI: 10001, Members: []v1.TenantMember{{Node: "gpu-01", GPUs: []int{0}}}}, false, 409, ""},
 		{"move of an unknown node", admin, "POST", "/v1/moves", moveTo("gpu-99", "tenant-a"), false, 404, ""},
+		{"move naming node and nodes", admin, "POST", "/v1/moves", v1.Move{Node: "gpu-00", Nodes: []string{"gpu-01"}, Tenant: "tenant-a"}, false, 400, "nodes"},
+		{"move of a node twice", admin, "POST", "/v1/moves", v1.Move{Nodes: []string{"gpu-00", "gpu-00"}, Tenant: "tenant-a"}, false, 400, "nodes[1]"},
 		{"move to an unknown tenant", admin, "POST", "/v1/moves", moveTo("gpu-00", "tenant-z"), false, 404, ""},
 		{"move of a GPU the node lacks", admin, "POST", "/v1/moves", moveTo("gpu-00", "tenant-b", 7), false, 400, "gpus[0]"},
 		{"lease of an unknown node", admin, "PUT", "/v1/nodes/gpu-99/lease", v1.Heartbeat{}, false, 404, ""},

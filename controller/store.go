@@ -826,7 +826,11 @@ func (s *Store) PutTenant(ctx context.Context, t v1.Tenant) ([]string, error) {
 
 // Move moves a node or some of its GPUs to a tenant.
 func (s *Store) Move(ctx context.Context, m v1.Move) ([]string, error) {
-	return s.change(ctx, "move "+m.Node, func(cur *v1.FabricPlan) (v1.FabricPlan, error) {
+	what := "move " + m.Node
+	if m.Node == "" {
+		what = fmt.Sprintf("move %d nodes", len(m.Nodes))
+	}
+	return s.change(ctx, what, func(cur *v1.FabricPlan) (v1.FabricPlan, error) {
 		if cur == nil {
 			return v1.FabricPlan{}, ErrNotReady
 		}

@@ -766,8 +766,8 @@ func ringChanges(a, b []string, maxPeers int, cands map[string]bool) {
 }
 
 // ApplyMove returns the plan with the move done; p is not modified. The
-// GPUs (all of the node's when none are named) leave every tenant and join
-// m.Tenant ("" leaves them in none).
+// GPUs (all of the node's when none are named) of the node, or of each of
+// the nodes, leave every tenant and join m.Tenant ("" leaves them in none).
 func ApplyMove(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
 	out, err := ApplyMoveUnchecked(p, m)
 	if err != nil {
@@ -776,15 +776,13 @@ func ApplyMove(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
 	return out, CheckPlan(out)
 }
 
-// ApplyMoveUnchecked is ApplyMove without the check of the whole plan (NewFabric
-// does it).
+// ApplyMoveUnchecked is ApplyMove without the check of the whole plan
+// (NewFabric does it).
 func ApplyMoveUnchecked(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
 	p = Defaults(p)
-	if !ValidNodeName(m.Node) {
-		return p, &FieldError{Field: "node", Reason: fmt.Sprintf("%s is not a node name", v1.Clip(m.Node))}
-	}
-	if !slices.ContainsFunc(p.Nodes, func(n v1.PlanNode) bool { return n.Name == m.Node }) {
-		return p, &NotFoundError{What: "node " + m.Node}
+	nodes, err := moveNodes(p, m)
+	if err != nil {
+		return p, err
 	}
 	dest := -1
 	for i, t := range p.Tenants {
@@ -806,12 +804,17 @@ func ApplyMoveUnchecked(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
 		gpus[g] = true
 	}
 	whole := len(m.GPUs) == 0
+	moving := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		moving[n] = true
+	}
 	out := clonePlan(p)
+	// Out of every tenant.
 	for i := range out.Tenants {
 		t := &out.Tenants[i]
 		members := t.Members[:0]
 		for _, mem := range t.Members {
-			if mem.Node == m.Node {
+			if moving[mem.Node] {
 				if whole {
 					continue
 				}
@@ -830,36 +833,78 @@ func ApplyMoveUnchecked(p v1.FabricPlan, m v1.Move) (v1.FabricPlan, error) {
 		}
 		t.Members = members
 	}
-	if dest >= 0 {
-		t := &out.Tenants[dest]
-		var add []int
-		if !whole {
-			add = slices.Sorted(mapsKeys(gpus))
-		}
-		merged := false
-		for j := range t.Members {
-			if t.Members[j].Node == m.Node {
-				if whole {
-					t.Members[j].GPUs = nil
-				} else {
-					g := append(slices.Clone(t.Members[j].GPUs), add...)
-					slices.Sort(g)
-					if len(g) == p.Rails {
-						g = nil // the whole node
-					}
-					t.Members[j].GPUs = g
-				}
-				merged = true
+	if dest < 0 {
+		return out, nil
+	}
+	// Into the destination: merged with what the node has there already.
+	t := &out.Tenants[dest]
+	var add []int
+	if !whole {
+		add = slices.Sorted(mapsKeys(gpus))
+	}
+	at := make(map[string]int, len(t.Members))
+	for j, mem := range t.Members {
+		at[mem.Node] = j
+	}
+	for _, n := range nodes {
+		j, ok := at[n]
+		if !ok {
+			g := slices.Clone(add)
+			if len(g) == p.Rails {
+				g = nil // the whole node
 			}
+			t.Members = append(t.Members, v1.TenantMember{Node: n, GPUs: g})
+			continue
 		}
-		if !merged {
-			if len(add) == p.Rails {
-				add = nil
-			}
-			t.Members = append(t.Members, v1.TenantMember{Node: m.Node, GPUs: add})
+		if whole {
+			t.Members[j].GPUs = nil
+			continue
 		}
+		g := append(slices.Clone(t.Members[j].GPUs), add...)
+		slices.Sort(g)
+		if len(g) == p.Rails {
+			g = nil
+		}
+		t.Members[j].GPUs = g
 	}
 	return out, nil
+}
+
+// moveNodes are the nodes a move names: node, or nodes (exactly one of
+// them), each a node of the plan, once.
+func moveNodes(p v1.FabricPlan, m v1.Move) ([]string, error) {
+	switch {
+	case m.Node == "" && len(m.Nodes) == 0:
+		return nil, &FieldError{Field: "node", Reason: "required (or nodes)"}
+	case m.Node != "" && len(m.Nodes) > 0:
+		return nil, &FieldError{Field: "nodes", Reason: "set together with node: name one node, or several in nodes"}
+	}
+	names, field := m.Nodes, "nodes"
+	if m.Node != "" {
+		names, field = []string{m.Node}, "node"
+	}
+	known := make(map[string]bool, len(p.Nodes))
+	for _, n := range p.Nodes {
+		known[n.Name] = true
+	}
+	seen := make(map[string]int, len(names))
+	for i, n := range names {
+		f := field
+		if field == "nodes" {
+			f = fmt.Sprintf("nodes[%d]", i)
+		}
+		if !ValidNodeName(n) {
+			return nil, &FieldError{Field: f, Reason: fmt.Sprintf("%s is not a node name", v1.Clip(n))}
+		}
+		if j, dup := seen[n]; dup {
+			return nil, &FieldError{Field: f, Reason: fmt.Sprintf("%s is also nodes[%d]", n, j)}
+		}
+		seen[n] = i
+		if !known[n] {
+			return nil, &NotFoundError{What: "node " + n}
+		}
+	}
+	return names, nil
 }
 
 func mapsKeys(m map[int]bool) func(func(int) bool) {

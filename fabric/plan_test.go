@@ -316,3 +316,61 @@ func BenchmarkDeriveNode(b *testing.B) {
 		f.Config(fmt.Sprintf("gpu-%05d", i%10000))
 	}
 }
+
+// Several nodes move in one change: the same as moving them one by one,
+// and the request is checked field by field.
+func TestApplyMoveNodes(t *testing.T) {
+	p := bigPlan(40, 2)
+	var names []string
+	for _, m := range p.Tenants[0].Members[:10] {
+		names = append(names, m.Node)
+	}
+	batch, err := ApplyMove(p, v1.Move{Nodes: names, Tenant: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := p
+	for _, n := range names {
+		if one, err = ApplyMove(one, v1.Move{Node: n, Tenant: "t1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, _ := Derive(batch)
+	do, _ := Derive(one)
+	if got := Changed(do, db); len(got) != 0 {
+		t.Errorf("batch and one-by-one differ for %v", got)
+	}
+	fb, _ := NewFabric(batch)
+	for _, n := range names {
+		if fb.RailTenant(n, 3) != "t1" {
+			t.Errorf("%s rail 3 in %q", n, fb.RailTenant(n, 3))
+		}
+	}
+	// GPUs of several nodes.
+	g, err := ApplyMove(p, v1.Move{Nodes: names[:2], GPUs: []int{1, 2}, Tenant: ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fg, _ := NewFabric(g)
+	if fg.RailTenant(names[0], 1) != "" || fg.RailTenant(names[1], 2) != "" || fg.RailTenant(names[1], 3) != "t0" {
+		t.Error("GPU move of several nodes did not take")
+	}
+	for _, tc := range []struct {
+		m     v1.Move
+		field string
+	}{
+		{v1.Move{Tenant: "t1"}, "node"},
+		{v1.Move{Node: names[0], Nodes: names[1:2], Tenant: "t1"}, "nodes"},
+		{v1.Move{Nodes: []string{names[0], names[0]}, Tenant: "t1"}, "nodes[1]"},
+		{v1.Move{Nodes: []string{names[0], "bad name"}, Tenant: "t1"}, "nodes[1]"},
+	} {
+		_, err := ApplyMove(p, tc.m)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%+v: %v, want a field error on %s", tc.m, err, tc.field)
+		}
+	}
+	if _, err := ApplyMove(p, v1.Move{Nodes: []string{names[0], "gpu-99999"}, Tenant: "t1"}); !errors.As(err, new(*NotFoundError)) {
+		t.Errorf("unknown node in nodes: %v", err)
+	}
+}

@@ -67,7 +67,10 @@ type TenantMember struct {
 // /v1/moves): the rails change tenant and peers, their addresses stay.
 // The GPUs leave whatever tenant had them.
 type Move struct {
-	Node string `json:"node"`
+	// Node is the node moved; Nodes moves several at once (one change,
+	// one new generation each), instead of Node.
+	Node  string   `json:"node,omitempty"`
+	Nodes []string `json:"nodes,omitempty"`
 	// GPUs empty: the whole node.
 	GPUs []int `json:"gpus,omitempty"`
 	// Tenant is the destination; "" takes the GPUs out of every tenant.

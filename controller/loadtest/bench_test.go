@@ -293,26 +293,19 @@ func runLoad(b *testing.B, bin string, n int, window time.Duration, inv *v1.Inve
 	dbBytes := fileSize(filepath.Join(dir, "etcd", "etcd", "member-data", "member", "snap", "db"))
 	errsWindow := fleet.Errors()
 
-	// A tenant move of 1,000 nodes: tenant-00's members join tenant-01
-	// (two PUTs: tenant-00 emptied, tenant-01 grown).
+	// A tenant move of 1,000 nodes: tenant-00's members join tenant-01,
+	// in one POST /v1/moves (one change, one new generation each).
 	var moved []string
 	for _, m := range plan.Tenants[0].Members {
 		moved = append(moved, m.Node)
 	}
-	t1 := plan.Tenants[1]
 	if len(plan.Tenants) < 2 {
 		b.Fatalf("need two tenants")
 	}
-	grown := t1
-	grown.Members = append(append([]v1.TenantMember(nil), t1.Members...), plan.Tenants[0].Members...)
-	emptied := plan.Tenants[0]
-	emptied.Members = nil
-	var r1, r2 v1.MoveResult
+	t1 := plan.Tenants[1]
+	var r1 v1.MoveResult
 	m0 := time.Now()
-	if err := admin.Do(ctx, http.MethodPut, "/v1/tenants/"+emptied.ID, emptied, &r1); err != nil {
-		b.Fatal(err)
-	}
-	if err := admin.Do(ctx, http.MethodPut, "/v1/tenants/"+grown.ID, grown, &r2); err != nil {
+	if err := admin.Do(ctx, http.MethodPost, "/v1/moves", v1.Move{Nodes: moved, Tenant: t1.ID}, &r1); err != nil {
 		b.Fatal(err)
 	}
 	admDone := time.Since(m0)
@@ -321,7 +314,7 @@ func runLoad(b *testing.B, bin string, n int, window time.Duration, inv *v1.Inve
 	errsAll := fleet.Errors()
 	prop, missing := fleet.Propagation(m0, moved, t1.ID, 10*time.Second)
 	affected := map[string]bool{}
-	for _, l := range [][]string{r1.ChangedNodes, r2.ChangedNodes} {
+	for _, l := range [][]string{r1.ChangedNodes} {
 		for _, node := range l {
 			affected[node] = true
 		}
@@ -353,7 +346,7 @@ func runLoad(b *testing.B, bin string, n int, window time.Duration, inv *v1.Inve
 		ctlCPU, rss, hwm, genCPU)
 	fmt.Printf("  controller memory: anonymous %s, file-backed %s (etcd's bbolt mmap), Go heap in use %.0f MB, etcd db file %.0f MB; %d open files (connections)\n",
 		mem["RssAnon"], mem["RssFile"], heap/1e6, float64(dbBytes)/1e6, fds)
-	fmt.Printf("  tenant move of %d nodes (2 PUTs, %s): moved agents got it p50 %s p99 %s max %s (%d missing); all %d affected agents p50 %s p99 %s (%d missing)\n",
+	fmt.Printf("  tenant move of %d nodes (one POST /v1/moves, %s): moved agents got it p50 %s p99 %s max %s (%d missing); all %d affected agents p50 %s p99 %s (%d missing)\n",
 		len(moved), ms(admDone), ms(ps.P50), ms(ps.P99), ms(ps.Max), len(missing), len(affNames), ms(pa.P50), ms(pa.P99), len(missingAll))
 	worst := max(lat[OpHeartbeat].P99, lat[OpStatus].P99, lat[OpConfig].P99)
 	fmt.Printf("  goal p99 <= 50 ms: %s (worst p99 %s); goal move <= 1 s p99: %s\n", verdict(worst <= 50*time.Millisecond), ms(worst), verdict(ps.P99 <= time.Second && len(missing) == 0))
