@@ -2,36 +2,15 @@ package controller
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/controller/loadtest"
 	"github.com/roce-agent/roce-agent/fabric"
 )
-
-// movePlan is n nodes in tenants of 1,000 whole nodes, as the load test
-// has them.
-func movePlan(n int) v1.FabricPlan {
-	p := v1.FabricPlan{Rails: 8}
-	for r := 0; r < 8; r++ {
-		p.Addressing.IPv4Pools = append(p.Addressing.IPv4Pools, fmt.Sprintf("10.%d.0.0/16", 100+r))
-		p.Addressing.IPv6Pools = append(p.Addressing.IPv6Pools, fmt.Sprintf("fd00:0:0:%x::/64", 0x100+r))
-	}
-	for i := 0; i < n; i++ {
-		p.Nodes = append(p.Nodes, v1.PlanNode{Name: fmt.Sprintf("gpu-%05d", i), Index: i})
-	}
-	for k := 0; k*1000 < n; k++ {
-		t := v1.Tenant{ID: fmt.Sprintf("tenant-%02d", k), VRF: fmt.Sprintf("T%02d", k), VNI: 10000 + k}
-		for i := k * 1000; i < min(n, (k+1)*1000); i++ {
-			t.Members = append(t.Members, v1.TenantMember{Node: p.Nodes[i].Name})
-		}
-		p.Tenants = append(p.Tenants, t)
-	}
-	return fabric.Defaults(p)
-}
 
 // BenchmarkTenantMove: the load test's tenant move (tenant-00's 1,000
 // nodes join tenant-01: two PUTs) on a 10,000-node plan, every node
@@ -41,7 +20,7 @@ func BenchmarkTenantMove(b *testing.B) {
 	_, cli := testEtcd(b)
 	s := testStore(b, cli, "")
 	ctx := testCtx(b)
-	p := movePlan(10000)
+	p := fabric.Defaults(loadtest.FleetPlan(10000))
 	if _, err := s.LoadPlan(ctx, p); err != nil {
 		b.Fatal(err)
 	}
@@ -105,7 +84,7 @@ func BenchmarkStatusBurst(b *testing.B) {
 	_, cli := testEtcd(b)
 	s := testStore(b, cli, "")
 	ctx := testCtx(b)
-	p := movePlan(2000)
+	p := fabric.Defaults(loadtest.FleetPlan(2000))
 	if _, err := s.LoadPlan(ctx, p); err != nil {
 		b.Fatal(err)
 	}

@@ -476,6 +476,15 @@ func (f *Fabric) RailTenant(node string, rail int) string {
 
 // hostAddr is pool + 2*index + off: off 1 the host, 0 the leaf. The plan
 // check makes sure it stays inside the pool.
+// PairAddrs are node index's point-to-point pair in a rail pool: the
+// leaf's address (pool + 2*index) and the host's (the next one).
+func PairAddrs(pool netip.Prefix, index int) (leaf, host netip.Addr, err error) {
+	if !pool.IsValid() || pool.Bits() >= pool.Addr().BitLen() || index < 0 || !roomFor(pool.Masked(), index) {
+		return leaf, host, fmt.Errorf("pool %s has no room for node index %d", pool, index)
+	}
+	return hostAddr(pool.Masked(), index, 0), hostAddr(pool.Masked(), index, 1), nil
+}
+
 func hostAddr(pool netip.Prefix, index, off int) netip.Addr {
 	a := pool.Addr()
 	add := uint64(2*index + off)

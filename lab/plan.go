@@ -3,7 +3,6 @@ package lab
 import (
 	"errors"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"os"
 	"strings"
@@ -113,25 +112,14 @@ func planAddrs(p v1.FabricPlan, index, rail int) (railAddrs, error) {
 	return r, nil
 }
 
-// pair is the point-to-point pair of index in pool: pool + 2*index and the
-// next address, with prefix length bits.
+// pair is the point-to-point pair of index in pool (fabric.PairAddrs),
+// with prefix length bits.
 func pair(pool netip.Prefix, index, bits int) (leaf, host netip.Prefix, err error) {
-	base := new(big.Int).SetBytes(pool.Addr().AsSlice())
-	room := new(big.Int).Lsh(big.NewInt(1), uint(pool.Addr().BitLen()-pool.Bits()-1))
-	if index < 0 || big.NewInt(int64(index)).Cmp(room) >= 0 {
-		return leaf, host, fmt.Errorf("pool %s has no room for node index %d", pool, index)
+	l, h, err := fabric.PairAddrs(pool, index)
+	if err != nil {
+		return leaf, host, err
 	}
-	off := new(big.Int).Add(base, big.NewInt(2*int64(index)))
-	l := addrFromInt(off, pool.Addr().BitLen())
-	h := l.Next()
 	return netip.PrefixFrom(l, bits), netip.PrefixFrom(h, bits), nil
-}
-
-func addrFromInt(v *big.Int, bitLen int) netip.Addr {
-	b := make([]byte, bitLen/8)
-	v.FillBytes(b)
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // checkPlan reports what the lab cannot build from a plan, every problem

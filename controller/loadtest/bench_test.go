@@ -103,27 +103,6 @@ func loadInventory(b *testing.B) *v1.Inventory {
 	return &inv
 }
 
-// fleetPlan is n nodes in tenants of 1,000 whole nodes (server
-// isolation), 8 rails.
-func fleetPlan(n int) v1.FabricPlan {
-	p := v1.FabricPlan{Rails: 8}
-	for r := 0; r < 8; r++ {
-		p.Addressing.IPv4Pools = append(p.Addressing.IPv4Pools, fmt.Sprintf("10.%d.0.0/16", 100+r))
-		p.Addressing.IPv6Pools = append(p.Addressing.IPv6Pools, fmt.Sprintf("fd00:0:0:%x::/64", 0x100+r))
-	}
-	for i := 0; i < n; i++ {
-		p.Nodes = append(p.Nodes, v1.PlanNode{Name: fmt.Sprintf("gpu-%05d", i), Index: i})
-	}
-	for k := 0; k*1000 < n; k++ {
-		t := v1.Tenant{ID: fmt.Sprintf("tenant-%02d", k), VRF: fmt.Sprintf("T%02d", k), VNI: 10000 + k}
-		for i := k * 1000; i < min(n, (k+1)*1000); i++ {
-			t.Members = append(t.Members, v1.TenantMember{Node: p.Nodes[i].Name})
-		}
-		p.Tenants = append(p.Tenants, t)
-	}
-	return p
-}
-
 func token(node string) string { return "tok-" + node + "-0123456789abcdef" }
 
 func freePort(b *testing.B) int {
@@ -170,7 +149,7 @@ func procRSS(pid int) (rss, hwm string) {
 
 func runLoad(b *testing.B, bin string, n int, window time.Duration, inv *v1.Inventory) {
 	dir := b.TempDir()
-	plan := fleetPlan(n)
+	plan := FleetPlan(n)
 	planJSON, _ := json.Marshal(plan)
 	planFile := filepath.Join(dir, "plan.json")
 	var tokens strings.Builder

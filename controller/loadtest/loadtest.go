@@ -444,3 +444,24 @@ func (a Admin) Do(ctx context.Context, method, path string, body, out any) error
 	}
 	return nil
 }
+
+// FleetPlan is the fabric the load test serves: n nodes in tenants of 1,000 whole nodes (server
+// isolation), 8 rails.
+func FleetPlan(n int) v1.FabricPlan {
+	p := v1.FabricPlan{Rails: 8}
+	for r := 0; r < 8; r++ {
+		p.Addressing.IPv4Pools = append(p.Addressing.IPv4Pools, fmt.Sprintf("10.%d.0.0/16", 100+r))
+		p.Addressing.IPv6Pools = append(p.Addressing.IPv6Pools, fmt.Sprintf("fd00:0:0:%x::/64", 0x100+r))
+	}
+	for i := 0; i < n; i++ {
+		p.Nodes = append(p.Nodes, v1.PlanNode{Name: fmt.Sprintf("gpu-%05d", i), Index: i})
+	}
+	for k := 0; k*1000 < n; k++ {
+		t := v1.Tenant{ID: fmt.Sprintf("tenant-%02d", k), VRF: fmt.Sprintf("T%02d", k), VNI: 10000 + k}
+		for i := k * 1000; i < min(n, (k+1)*1000); i++ {
+			t.Members = append(t.Members, v1.TenantMember{Node: p.Nodes[i].Name})
+		}
+		p.Tenants = append(p.Tenants, t)
+	}
+	return p
+}

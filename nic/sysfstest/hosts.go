@@ -99,68 +99,11 @@ func activePort(rate string, gids []GIDEntry) RDMAPort {
 // device names do not follow PCI order. GPUs idle at 2.5 GT/s, as real ones
 // do. Compute NICs carry a /31 and a /127 address in their GID tables.
 func DGXH100(dir string) (*Tree, error) {
-	t := New(dir)
-	hostBridges := []int{0x15, 0x37, 0x48, 0x59, 0x95, 0xb7, 0xc8, 0xd9}
-	computeNames := []string{"mlx5_0", "mlx5_3", "mlx5_4", "mlx5_5", "mlx5_6", "mlx5_9", "mlx5_7", "mlx5_8"}
-	storage := map[int]string{1: "mlx5_1", 5: "mlx5_2"}
-	for slot, b := range hostBridges {
-		numa := slot / 4
-		hb := t.HostBridge(fmt.Sprintf("0000:%02x", b), numa)
-		rp := hb.Bridge(fmt.Sprintf("0000:%02x:01.0", b), 0x8086, 0x352a)
-		usp1 := rp.Bridge(fmt.Sprintf("0000:%02x:00.0", b+1), 0x1000, 0xc030)
-		dsp1a := usp1.Bridge(fmt.Sprintf("0000:%02x:00.0", b+2), 0x1000, 0xc030)
-		dsp1b := usp1.Bridge(fmt.Sprintf("0000:%02x:01.0", b+2), 0x1000, 0xc030)
-		usp2 := dsp1a.Bridge(fmt.Sprintf("0000:%02x:00.0", b+3), 0x1000, 0xc030)
-		dsp2a := usp2.Bridge(fmt.Sprintf("0000:%02x:00.0", b+4), 0x1000, 0xc030)
-		dsp2b := usp2.Bridge(fmt.Sprintf("0000:%02x:01.0", b+4), 0x1000, 0xc030)
-		dsp2a.Function(fmt.Sprintf("0000:%02x:00.0", b+5), PCIFunc{
-			Vendor: 0x10de, Device: 0x2330, Class: 0x030200, Driver: "nvidia",
-			Speed: pcieGen1, MaxSpeed: pcieGen5, Width: 16, MaxWidth: 16,
-		})
-		nicBus := b + 6
-		netdev := fmt.Sprintf("enp%ds0np0", nicBus)
-		mac := fmt.Sprintf("b8:3f:d2:34:%02x:%02x", slot, nicBus)
-		nicFn := dsp2b.Function(fmt.Sprintf("0000:%02x:00.0", nicBus), PCIFunc{
-			Vendor: 0x15b3, Device: 0x1021, Class: 0x020000, Driver: "mlx5_core",
-			Speed: pcieGen5, MaxSpeed: pcieGen5, Width: 16, MaxWidth: 16,
-		})
-		nicFn.AddNetdev(netdev, Netdev{MAC: mac, MTU: 9000})
-		nicFn.AddRDMA(computeNames[slot], RDMADevice{
-			NodeGUID: GUIDFromMAC(mac), FWVer: "28.39.1002", HCAType: "MT4129", BoardID: "MT_0000000838",
-			NodeDesc: "gpu-017 " + computeNames[slot], HWCounters: MLX5HWCounters, Counters: PMACounters,
-			Ports: []RDMAPort{activePort("400 Gb/sec (4X NDR)",
-				RoCEGIDs(netdev, mac, fmt.Sprintf("10.%d.0.35", slot), fmt.Sprintf("fc00:0:0:%d::23", slot+1)))},
-		})
-		if name, ok := storage[slot]; ok {
-			sBus := b + 7
-			sNetdev := fmt.Sprintf("enp%ds0np0", sBus)
-			sMAC := fmt.Sprintf("b8:3f:d2:35:%02x:%02x", slot, sBus)
-			sFn := dsp1b.Function(fmt.Sprintf("0000:%02x:00.0", sBus), PCIFunc{
-				Vendor: 0x15b3, Device: 0x1021, Class: 0x020000, Driver: "mlx5_core",
-				Speed: pcieGen5, MaxSpeed: pcieGen5, Width: 16, MaxWidth: 16,
-			})
-			sFn.AddNetdev(sNetdev, Netdev{MAC: sMAC, MTU: 9000})
-			sFn.AddRDMA(name, RDMADevice{
-				NodeGUID: GUIDFromMAC(sMAC), FWVer: "28.39.1002", HCAType: "MT4129", BoardID: "MT_0000000838",
-				NodeDesc: "gpu-017 " + name, HWCounters: MLX5HWCounters, Counters: PMACounters,
-				Ports: []RDMAPort{activePort("200 Gb/sec (4X HDR)", RoCEGIDs(sNetdev, sMAC, fmt.Sprintf("172.16.%d.9", slot)))},
-			})
-		}
+	h := DGXHost{Node: "gpu-017"}
+	for slot := 0; slot < DGXRails; slot++ {
+		h.Rails = append(h.Rails, DGXRail{IPs: []string{fmt.Sprintf("10.%d.0.35", slot), fmt.Sprintf("fc00:0:0:%d::23", slot+1)}})
 	}
-	// NVSwitches: NVIDIA bridge-class functions on their own host bridge.
-	nvs := t.HostBridge("0000:05", 0)
-	nvsRP := nvs.Bridge("0000:05:01.0", 0x8086, 0x352a)
-	for i := 0; i < 4; i++ {
-		nvsRP.Function(fmt.Sprintf("0000:06:%02x.0", i), PCIFunc{Vendor: 0x10de, Device: 0x22a3, Class: 0x068000, Driver: "nvidia-nvswitch"})
-	}
-	// Management NIC: Intel, no RDMA.
-	mgmt := t.HostBridge("0000:00", 0)
-	x710 := mgmt.Bridge("0000:00:1c.0", 0x8086, 0x7ab8).Function("0000:01:00.0", PCIFunc{
-		Vendor: 0x8086, Device: 0x1572, Class: 0x020000, Driver: "i40e", Speed: "8.0 GT/s PCIe", MaxSpeed: "8.0 GT/s PCIe", Width: 8, MaxWidth: 8,
-	})
-	x710.AddNetdev("eno1", Netdev{MAC: "3c:ec:ef:00:00:01", MTU: 1500})
-	t.VirtualNetdev("lo", Netdev{MAC: "00:00:00:00:00:00", MTU: 65536, Operstate: "unknown"})
-	return t, t.Err()
+	return dgx(dir, h, true)
 }
 
 // MixedVendor is a two-socket PCIe server with four L40S GPUs and RDMA NICs

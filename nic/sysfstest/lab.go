@@ -71,6 +71,16 @@ func DGX(dir string, h DGXHost) (*Tree, error) {
 	if h.Node == "" || strings.ContainsAny(h.Node, " \n") {
 		return nil, fmt.Errorf("dgx tree: node name %q is empty or has blanks", h.Node)
 	}
+	return dgx(dir, h, false)
+}
+
+// dgxStorage are DGXH100's two 200G storage NICs: the slot whose first
+// switch they hang off, and their RDMA device name.
+var dgxStorage = map[int]string{1: "mlx5_1", 5: "mlx5_2"}
+
+// dgx builds DGX and, with storage, DGXH100 (the storage NICs interleave
+// with the compute NICs in PCI order).
+func dgx(dir string, h DGXHost, storage bool) (*Tree, error) {
 	t := New(dir)
 	for slot, r := range h.Rails {
 		b := dgxHostBridges[slot]
@@ -78,6 +88,10 @@ func DGX(dir string, h DGXHost) (*Tree, error) {
 		rp := hb.Bridge(fmt.Sprintf("0000:%02x:01.0", b), 0x8086, 0x352a)
 		usp1 := rp.Bridge(fmt.Sprintf("0000:%02x:00.0", b+1), 0x1000, 0xc030)
 		dsp1a := usp1.Bridge(fmt.Sprintf("0000:%02x:00.0", b+2), 0x1000, 0xc030)
+		var dsp1b *Node
+		if storage {
+			dsp1b = usp1.Bridge(fmt.Sprintf("0000:%02x:01.0", b+2), 0x1000, 0xc030)
+		}
 		usp2 := dsp1a.Bridge(fmt.Sprintf("0000:%02x:00.0", b+3), 0x1000, 0xc030)
 		dsp2a := usp2.Bridge(fmt.Sprintf("0000:%02x:00.0", b+4), 0x1000, 0xc030)
 		dsp2b := usp2.Bridge(fmt.Sprintf("0000:%02x:01.0", b+4), 0x1000, 0xc030)
@@ -101,6 +115,21 @@ func DGX(dir string, h DGXHost) (*Tree, error) {
 			NodeDesc: h.Node + " " + dgxComputeNames[slot], HWCounters: MLX5HWCounters, Counters: PMACounters,
 			Ports: []RDMAPort{activePort("400 Gb/sec (4X NDR)", RoCEGIDs(netdev, mac, r.IPs...))},
 		})
+		if name, ok := dgxStorage[slot]; ok && storage {
+			sBus := b + 7
+			sNetdev := fmt.Sprintf("enp%ds0np0", sBus)
+			sMAC := fmt.Sprintf("b8:3f:d2:35:%02x:%02x", slot, sBus)
+			sFn := dsp1b.Function(fmt.Sprintf("0000:%02x:00.0", sBus), PCIFunc{
+				Vendor: 0x15b3, Device: 0x1021, Class: 0x020000, Driver: "mlx5_core",
+				Speed: pcieGen5, MaxSpeed: pcieGen5, Width: 16, MaxWidth: 16,
+			})
+			sFn.AddNetdev(sNetdev, Netdev{MAC: sMAC, MTU: 9000})
+			sFn.AddRDMA(name, RDMADevice{
+				NodeGUID: GUIDFromMAC(sMAC), FWVer: "28.39.1002", HCAType: "MT4129", BoardID: "MT_0000000838",
+				NodeDesc: h.Node + " " + name, HWCounters: MLX5HWCounters, Counters: PMACounters,
+				Ports: []RDMAPort{activePort("200 Gb/sec (4X HDR)", RoCEGIDs(sNetdev, sMAC, fmt.Sprintf("172.16.%d.9", slot)))},
+			})
+		}
 	}
 	nvs := t.HostBridge("0000:05", 0)
 	nvsRP := nvs.Bridge("0000:05:01.0", 0x8086, 0x352a)
