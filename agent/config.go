@@ -6,6 +6,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	v1 "github.com/roce-agent/roce-agent/api/v1"
 	"github.com/roce-agent/roce-agent/gpu/topology"
 	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/probe"
 	"github.com/roce-agent/roce-agent/qos"
 )
 
@@ -32,6 +34,41 @@ type Config struct {
 	// Controller is where the desired state comes from when its URL is
 	// set (controller mode); unset, it comes from the file (local mode).
 	Controller ControllerConfig `mapstructure:"controller"`
+	// Probes pace and size the peer probes (docs/probes.md).
+	Probes ProbesConfig `mapstructure:"probes"`
+}
+
+// ProbesConfig paces and sizes the probes a node runs against its rails'
+// peers (listed by the controller), and how it serves theirs. Probes run
+// when listen.probe_api is set: the port is the fleet's.
+type ProbesConfig struct {
+	// Interval is one round: each rail probes PeersPerInterval peers per
+	// round, rotating through its tenant. 0 runs no scheduled probes (the
+	// API still serves peers, and roce-agent probe works).
+	Interval         time.Duration `mapstructure:"interval"`
+	PeersPerInterval int           `mapstructure:"peers_per_interval"`
+	// Tools run against each peer of a round, in this order.
+	Tools []string `mapstructure:"tools"`
+	// Families are the GID families probed (where both ends have one).
+	Families []string `mapstructure:"families"`
+	// MinFractionOfRate is BandwidthOK's bar: the average bandwidth
+	// against the port rate.
+	MinFractionOfRate float64 `mapstructure:"min_fraction_of_rate"`
+	// Sizes of the tests (0: the tool defaults of the probe package).
+	BandwidthBytes      int `mapstructure:"bandwidth_bytes"`
+	BandwidthIterations int `mapstructure:"bandwidth_iterations"`
+	LatencyIterations   int `mapstructure:"latency_iterations"`
+	Pings               int `mapstructure:"pings"`
+	// Timeout bounds one probe, and the life of a server the node opens
+	// for a peer.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// ToolsDir holds ib_write_bw, ib_write_lat and rping ("" : PATH).
+	ToolsDir string `mapstructure:"tools_dir"`
+	// InsecureHTTP serves and asks peers over plain HTTP (labs only):
+	// the source address alone identifies a peer. Otherwise the node's
+	// controller certificate (controller.cert_file, key_file, ca_file)
+	// is its identity to peers.
+	InsecureHTTP bool `mapstructure:"insecure_http"`
 }
 
 // ControllerConfig says how to reach the controller (design.md section 5):
@@ -90,6 +127,10 @@ type ListenConfig struct {
 	// remote Prometheus. Connections arriving on a rail address are
 	// closed unserved whatever this says; "" serves nothing.
 	Metrics string `mapstructure:"metrics"`
+	// ProbeAPI is where peers ask this node for probe servers (":9488");
+	// it answers only on the rails' own addresses, over the rails. ""
+	// serves no probes and runs none.
+	ProbeAPI string `mapstructure:"probe_api"`
 	// WebConfigFile is a Prometheus web configuration file (the format of
 	// node_exporter's --web.config.file: TLS, client certificates, basic
 	// auth) for that endpoint; "" serves plain HTTP.
@@ -121,6 +162,11 @@ func DefaultConfig() Config {
 		Listen:    ListenConfig{Metrics: "127.0.0.1:9487"},
 		Reconcile: ReconcileConfig{ResyncInterval: time.Minute, Debounce: 10 * time.Millisecond},
 		GPU:       GPUSettings{NVML: "auto"},
+		Probes: ProbesConfig{
+			Interval: 5 * time.Minute, PeersPerInterval: 2,
+			Tools:    []string{"rping", "ib_write_lat", "ib_write_bw"},
+			Families: []string{"ipv4", "ipv6"}, MinFractionOfRate: 0.9, Timeout: time.Minute,
+		},
 		Controller: ControllerConfig{
 			HeartbeatInterval: 10 * time.Second,
 			StatusInterval:    5 * time.Minute,
@@ -189,6 +235,15 @@ func (c Config) Validate() error {
 			fail("listen.web_config_file", "%s: %v", v1.Clip(f), err)
 		}
 	}
+	if l := c.Listen.ProbeAPI; l != "" {
+		if _, port, err := net.SplitHostPort(l); err != nil || len(l) > 256 || port == "" || port == "0" {
+			fail("listen.probe_api", "%s is not host:port with a port (e.g. :9488)", v1.Clip(l))
+		}
+		if !c.Probes.InsecureHTTP && (c.Controller.CertFile == "" || c.Controller.KeyFile == "" || c.Controller.CAFile == "") {
+			fail("listen.probe_api", "needs the node's certificate (controller.cert_file, controller.key_file) and the fabric CA (controller.ca_file) to authenticate peers, or probes.insecure_http for a lab")
+		}
+	}
+	errs = append(errs, c.Probes.problems()...)
 	errs = append(errs, c.Controller.problems()...)
 	errs = append(errs, c.NodeConfig.Problems()...)
 	return errors.Join(errs...)
@@ -212,4 +267,58 @@ func (c Config) Pins() []topology.RailPin {
 func (c Config) QoSProfile() (qos.Profile, []error) {
 	_, errs := c.QoS.Check("qos")
 	return qos.FromConfig(c.QoS), errs
+}
+
+// problems names every invalid probes setting.
+func (p ProbesConfig) problems() []error {
+	var errs []error
+	fail := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("probes.%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if p.Interval != 0 && (p.Interval < 5*time.Second || p.Interval > 24*time.Hour) {
+		fail("interval", "%s is outside 5s-24h (0: no scheduled probes)", p.Interval)
+	}
+	if p.PeersPerInterval < 1 || p.PeersPerInterval > 64 {
+		fail("peers_per_interval", "%d is outside 1-64", p.PeersPerInterval)
+	}
+	seen := map[string]bool{}
+	for _, t := range p.Tools {
+		if !probe.ValidTool(t) {
+			fail("tools", "%s is not ib_write_bw, ib_write_lat or rping", v1.Clip(t))
+		} else if seen[t] {
+			fail("tools", "%s is listed twice", t)
+		}
+		seen[t] = true
+	}
+	for _, f := range p.Families {
+		if !probe.ValidFamily(f) {
+			fail("families", "%s is not ipv4 or ipv6", v1.Clip(f))
+		} else if seen[f] {
+			fail("families", "%s is listed twice", f)
+		}
+		seen[f] = true
+	}
+	if len(p.Families) == 0 {
+		fail("families", "must list ipv4, ipv6 or both")
+	}
+	if p.MinFractionOfRate < 0 || p.MinFractionOfRate > 1 || math.IsNaN(p.MinFractionOfRate) {
+		fail("min_fraction_of_rate", "%v is outside 0-1", p.MinFractionOfRate)
+	}
+	t := probe.Test{Tool: "ib_write_bw", Family: "ipv4", MessageBytes: p.BandwidthBytes, Iterations: p.BandwidthIterations}
+	if err := t.Validate(); err != nil {
+		fail("bandwidth_"+strings.TrimPrefix(strings.SplitN(err.Error(), ":", 2)[0], "message_"), "%s", strings.TrimSpace(strings.SplitN(err.Error(), ":", 2)[1]))
+	}
+	if p.LatencyIterations < 0 || p.LatencyIterations > probe.MaxIterations {
+		fail("latency_iterations", "%d is outside 0-%d", p.LatencyIterations, probe.MaxIterations)
+	}
+	if p.Pings < 0 || p.Pings > probe.MaxPings {
+		fail("pings", "%d is outside 0-%d", p.Pings, probe.MaxPings)
+	}
+	if p.Timeout < time.Second || p.Timeout > time.Hour {
+		fail("timeout", "%s is outside 1s-1h", p.Timeout)
+	}
+	if len(p.ToolsDir) > 1024 || (p.ToolsDir != "" && !filepath.IsAbs(p.ToolsDir)) {
+		fail("tools_dir", "%s is not an absolute path", v1.Clip(p.ToolsDir))
+	}
+	return errs
 }

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -112,6 +114,12 @@ type Daemon struct {
 	http      *HTTPGuard
 	railAddrs atomic.Pointer[map[netip.Addr]bool]
 
+	// prober serves and runs the peer probes (nil without
+	// listen.probe_api); probeHTTP guards its listener, which serves
+	// only the rails' addresses.
+	prober    *Prober
+	probeHTTP *HTTPGuard
+
 	trigger    chan struct{}
 	heartbeat  atomic.Int64 // unix nanoseconds of the loop's last sign of life
 	ready      atomic.Bool
@@ -157,6 +165,18 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 	)
 	if opts.Reporter != nil {
 		d.metrics.Registry.MustRegister(opts.Reporter.Collectors()...)
+	}
+	if opts.Config.Listen.ProbeAPI != "" {
+		changed := func() {}
+		if opts.Reporter != nil {
+			changed = opts.Reporter.StatusChanged
+		}
+		if d.prober, err = NewProber(node, opts.Config, d.log, changed); err != nil {
+			node.Close()
+			return nil, err
+		}
+		d.probeHTTP = &HTTPGuard{Refuse: func(a netip.Addr) bool { return !d.onRail(a) }}
+		d.metrics.Registry.MustRegister(d.prober)
 	}
 	d.heartbeat.Store(time.Now().UnixNano())
 	return d, nil
@@ -249,6 +269,12 @@ func (d *Daemon) Status() *NodeStatus {
 	if d.opts.Reporter != nil {
 		st.Conditions = append(slices.Clip(st.Conditions), d.opts.Reporter.Conditions()...)
 	}
+	if d.prober != nil {
+		// The rails are shared with the stored status: copy them before
+		// adding the probe conditions.
+		st.Rails = slices.Clone(st.Rails)
+		d.prober.Conditions(&st, d.node.Config().Probes.MinFractionOfRate, time.Now())
+	}
 	return &st
 }
 
@@ -270,13 +296,13 @@ func (d *Daemon) Handler() http.Handler {
 		mux.Handle(pattern, h)
 	}
 	mux.Handle("/metrics", d.metricsHandler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { probe(w, d.Healthy(), "loop stuck") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { healthProbe(w, d.Healthy(), "loop stuck") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		why := "first reconcile not done"
 		if reason := d.waitingFor(); reason != "" {
 			why = "waiting for a desired state: " + reason
 		}
-		probe(w, d.Ready(), why)
+		healthProbe(w, d.Ready(), why)
 	})
 	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		st := d.Status()
@@ -302,7 +328,7 @@ func (d *Daemon) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-func probe(w http.ResponseWriter, ok bool, why string) {
+func healthProbe(w http.ResponseWriter, ok bool, why string) {
 	if !ok {
 		http.Error(w, why, http.StatusServiceUnavailable)
 		return
@@ -353,6 +379,13 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 		}()
 		defer func() { stopHTTP(); <-stopped }()
 		d.log.Info("serving", "listen", ln.Addr().String(), "max_connections", limits.MaxConns, "web_config_file", served.path, "tls", served.path != "")
+	}
+	if d.prober != nil {
+		stop, err := d.serveProbes(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -785,3 +818,47 @@ func (d *Daemon) summary() string {
 	}
 	return s
 }
+
+// serveProbes serves the peer probe API on listen.probe_api, answering
+// only connections to the rails' own addresses (peers reach it over the
+// rails, through the tenant's VRF), and runs the scheduled probes. stop
+// ends both.
+func (d *Daemon) serveProbes(ctx context.Context) (stop func(), err error) {
+	cfg := d.node.Config()
+	raw, err := net.Listen("tcp", cfg.Listen.ProbeAPI)
+	if err != nil {
+		return nil, fmt.Errorf("listen.probe_api %s: %w", cfg.Listen.ProbeAPI, err)
+	}
+	lim := newLimitListener(raw, probeAPIConns, d.probeHTTP)
+	var ln net.Listener = lim
+	if t := d.prober.TLS(); t != nil {
+		ln = tls.NewListener(lim, t)
+	}
+	srv := &http.Server{Handler: d.prober.Handler().Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, IdleTimeout: 5 * time.Second, MaxHeaderBytes: 8 << 10, ErrorLog: newHTTPErrorLog(d.log)}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("probe api failed", "err", err)
+		}
+	}()
+	pctx, stopProbes := context.WithCancel(ctx)
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		d.prober.Run(pctx, d.node.Config)
+	}()
+	d.log.Info("serving probes", "listen", raw.Addr().String(), "tls", d.prober.TLS() != nil,
+		"interval", cfg.Probes.Interval, "peers_per_interval", cfg.Probes.PeersPerInterval)
+	return func() {
+		stopProbes()
+		_ = srv.Close()
+		<-served
+		<-probed
+	}, nil
+}
+
+// probeAPIConns bounds the probe API's connections: peers ask a few times
+// per interval.
+const probeAPIConns = 64

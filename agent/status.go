@@ -38,8 +38,10 @@ type NodeStatus struct {
 	Inventory         *Inventory   `json:"inventory"`
 	Rails             []RailStatus `json:"rails"`
 	Conditions        []Condition  `json:"conditions"`
-	LastReconcile     time.Time    `json:"last_reconcile"`
-	LastError         string       `json:"last_error,omitempty"`
+	// Probes are the last probe results, one per peer, tool and family.
+	Probes        []v1.ProbeResult `json:"probes,omitempty"`
+	LastReconcile time.Time        `json:"last_reconcile"`
+	LastError     string           `json:"last_error,omitempty"`
 }
 
 // conditionSet keeps transition times across reconciles.

@@ -43,6 +43,7 @@ func (st *NodeStatus) Wire() *v1.NodeStatus {
 		Inventory:         st.Inventory.Wire(),
 		Rails:             st.Rails,
 		Conditions:        st.Conditions,
+		Probes:            st.Probes,
 		LastReconcile:     st.LastReconcile,
 		LastError:         st.LastError,
 	}

@@ -212,8 +212,10 @@ var certName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // WriteCerts writes into dir a CA (kept when dir has one already), a
 // server certificate for serverHosts (none: no server certificate) and a
-// client certificate for each name, with DefaultCertValidity. Keys are
-// mode 0600. It returns the files written.
+// certificate for each name, with DefaultCertValidity: CommonName the
+// name, no host names, usable for client and server authentication (a
+// node presents it to the controller and serves its peer probe API with
+// it). Keys are mode 0600. It returns the files written.
 func WriteCerts(dir string, serverHosts, clientNames []string) ([]string, error) {
 	for _, n := range clientNames {
 		if !certName.MatchString(n) || n == "ca" || n == "server" {
@@ -259,7 +261,9 @@ func WriteCerts(dir string, serverHosts, clientNames []string) ([]string, error)
 		}
 	}
 	for _, n := range clientNames {
-		if err := issue(CertRequest{CommonName: n, Client: true},
+		// Client and server: a node's certificate also serves its peer
+		// probe API (peers verify the chain and check the CommonName).
+		if err := issue(CertRequest{CommonName: n, Client: true, Server: true},
 			filepath.Join(dir, n+".pem"), filepath.Join(dir, n+"-key.pem")); err != nil {
 			return written, err
 		}

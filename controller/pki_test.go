@@ -3,7 +3,10 @@ package controller
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -88,6 +91,91 @@ func TestWriteCerts(t *testing.T) {
 	if !slices.Contains(leaf.DNSNames, "localhost") || len(leaf.IPAddresses) != 1 {
 		t.Errorf("server SANs %v %v", leaf.DNSNames, leaf.IPAddresses)
 	}
+	if !slices.Equal(leaf.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) {
+		t.Errorf("server certificate key usages %v", leaf.ExtKeyUsage)
+	}
+	// Node (and admin) certificates are client and server certificates,
+	// with no host names: the CommonName is the identity.
+	for _, n := range []string{"gpu-00", "gpu-01", "admin"} {
+		c, err := tls.LoadX509KeyPair(filepath.Join(dir, n+".pem"), filepath.Join(dir, n+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(c.Certificate[0])
+		if leaf.Subject.CommonName != n || len(leaf.ExtKeyUsage) != 2 ||
+			!slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) || !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) ||
+			len(leaf.DNSNames)+len(leaf.IPAddresses) != 0 || leaf.IsCA {
+			t.Errorf("%s: CN %q key usages %v SANs %v %v", n, leaf.Subject.CommonName, leaf.ExtKeyUsage, leaf.DNSNames, leaf.IPAddresses)
+		}
+	}
+}
+
+// Two nodes' certificates make a mutual TLS pair: gpu-00 serves (a peer
+// probe API), gpu-01 connects, each verifies the other's chain against the
+// CA for its usage and checks the CommonName, not a host name.
+func TestNodeCertsServeAndConnect(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := WriteCerts(dir, nil, []string{"gpu-00", "gpu-01"}); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(n string) tls.Certificate {
+		c, err := tls.LoadX509KeyPair(filepath.Join(dir, n+".pem"), filepath.Join(dir, n+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{load("gpu-00")}, ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert}
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	ts.StartTLS()
+	defer ts.Close()
+	client := func(want string) *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			Certificates:       []tls.Certificate{load("gpu-01")},
+			InsecureSkipVerify: true, // the chain and the name are checked below
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return errors.New("no peer certificate")
+				}
+				inter := x509.NewCertPool()
+				for _, c := range cs.PeerCertificates[1:] {
+					inter.AddCert(c)
+				}
+				if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: ca.Pool(), Intermediates: inter,
+					KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+					return err
+				}
+				if cn := cs.PeerCertificates[0].Subject.CommonName; cn != want {
+					return fmt.Errorf("peer is %q, want %q", cn, want)
+				}
+				return nil
+			},
+		}}}
+	}
+	c := client("gpu-00")
+	resp, err := c.Get(ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.CloseIdleConnections()
+	if string(body) != "gpu-01" {
+		t.Errorf("gpu-00 saw %q", body)
+	}
+	c = client("gpu-02")
+	if resp, err := c.Get(ts.URL); err == nil {
+		resp.Body.Close()
+		t.Error("a peer of the wrong name was accepted")
+	}
+	c.CloseIdleConnections()
 }
 
 func TestLoadCAErrors(t *testing.T) {

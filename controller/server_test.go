@@ -828,6 +828,121 @@ func TestTenantHealth(t *testing.T) {
 	}
 }
 
+// The health's rail-pair matrix: the last result per tool and family of
+// each directed pair of member rails, results naming a rail outside the
+// tenant dropped (and dropped again when a move makes them stale).
+func TestTenantHealthPairs(t *testing.T) {
+	e := newEnv(t)
+	// tenant-a: gpu-00, gpu-02 and now gpu-04, whole nodes.
+	e.do(t, call{who: admin, method: "POST", path: "/v1/moves", body: moveTo("gpu-04", "tenant-a")}).want(t, 200)
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	t1 := t0.Add(time.Minute)
+	yes := true
+	bw := func(rail int, peer string, peerRail int, family string, at time.Time, gbps float64) v1.ProbeResult {
+		return v1.ProbeResult{Rail: rail, PeerNode: peer, PeerRail: peerRail, Tool: v1.ProbeToolBandwidth, Family: family, Time: at,
+			Bandwidth: &v1.BandwidthProbe{AvgGbps: gbps, PeakGbps: gbps, MessageBytes: 65536, Iterations: 5000}}
+	}
+	rping := func(rail int, peer string, peerRail int, family string, errText string) v1.ProbeResult {
+		r := v1.ProbeResult{Rail: rail, PeerNode: peer, PeerRail: peerRail, Tool: v1.ProbeToolReachability, Family: family, Time: t1, Error: errText}
+		if errText == "" {
+			r.Reachable = &yes
+		}
+		return r
+	}
+	lat := v1.ProbeResult{Rail: 0, PeerNode: "gpu-02", PeerRail: 0, Tool: v1.ProbeToolLatency, Family: v1.ProbeFamilyIPv4, Time: t1,
+		Latency: &v1.LatencyProbe{MinUs: 1.9, TypicalUs: 2.1, P99Us: 2.8, P999Us: 4.4, MessageBytes: 2, Iterations: 1000}}
+	statuses := map[string][]v1.ProbeResult{
+		"gpu-00": {
+			rping(0, "gpu-02", 0, v1.ProbeFamilyIPv6, ""),
+			bw(0, "gpu-02", 0, v1.ProbeFamilyIPv4, t1, 390), // the last bandwidth result...
+			lat,
+			{Rail: 0, PeerNode: "gpu-02", PeerRail: 0, Tool: v1.ProbeToolBandwidth, Family: v1.ProbeFamilyIPv4, Time: t0, Error: "ib_write_bw: old failure"}, // ...not this older one
+			bw(0, "gpu-01", 0, v1.ProbeFamilyIPv4, t1, 100),             // gpu-01 rail 0 is tenant-b's
+			rping(1, "gpu-04", 1, v1.ProbeFamilyIPv4, "rping: timeout"), // the one error
+			rping(1, "gpu-03", 1, v1.ProbeFamilyIPv4, ""),               // tenant-c's
+			rping(5, "gpu-02", 5, v1.ProbeFamilyIPv4, ""),               // no such rail
+		},
+		"gpu-02": {
+			bw(0, "gpu-00", 0, v1.ProbeFamilyIPv6, t1, 380),
+			bw(0, "gpu-00", 0, v1.ProbeFamilyIPv4, t1, 385),
+			rping(0, "gpu-04", 0, v1.ProbeFamilyIPv4, ""),
+		},
+		"gpu-04": {rping(1, "gpu-00", 1, "", "")},
+		// Not a member: its results are not the tenant's.
+		"gpu-03": {rping(0, "gpu-00", 0, v1.ProbeFamilyIPv4, "")},
+	}
+	for n, probes := range statuses {
+		st := testStatus(n, 1)
+		st.Probes = probes
+		e.do(t, call{who: node(n), method: "PUT", path: "/v1/nodes/" + n + "/status", body: st}).want(t, 204)
+	}
+	type want struct {
+		pair    string
+		ok      bool
+		results []string // tool/family
+	}
+	check := func(what string, wants []want) v1.TenantHealth {
+		t.Helper()
+		var h v1.TenantHealth
+		e.do(t, call{who: admin, method: "GET", path: "/v1/tenants/tenant-a/health"}).want(t, 200).decode(t, &h)
+		ok := 0
+		for _, w := range wants {
+			if w.ok {
+				ok++
+			}
+		}
+		if h.PairsTotal != len(wants) || len(h.Pairs) != len(wants) || h.PairsOK != ok {
+			t.Fatalf("%s: %d pairs (%d listed), %d ok; want %d, %d ok: %+v", what, h.PairsTotal, len(h.Pairs), h.PairsOK, len(wants), ok, h.Pairs)
+		}
+		for i, w := range wants {
+			p := h.Pairs[i]
+			got := fmt.Sprintf("%s/%d>%s/%d", p.Node, p.Rail, p.PeerNode, p.PeerRail)
+			var results []string
+			for _, r := range p.Results {
+				results = append(results, r.Tool+"/"+r.Family)
+			}
+			if got != w.pair || p.OK != w.ok || !slices.Equal(results, w.results) {
+				t.Errorf("%s: pair %d is %s ok %v results %v; want %s ok %v results %v", what, i, got, p.OK, results, w.pair, w.ok, w.results)
+			}
+		}
+		return h
+	}
+	h := check("gpu-04 in tenant-a", []want{
+		{"gpu-00/0>gpu-02/0", true, []string{"ib_write_bw/ipv4", "ib_write_lat/ipv4", "rping/ipv6"}},
+		{"gpu-00/1>gpu-04/1", false, []string{"rping/ipv4"}},
+		{"gpu-02/0>gpu-00/0", true, []string{"ib_write_bw/ipv4", "ib_write_bw/ipv6"}},
+		{"gpu-02/0>gpu-04/0", true, []string{"rping/ipv4"}},
+		{"gpu-04/1>gpu-00/1", true, []string{"rping/"}},
+	})
+	if r := h.Pairs[0].Results[0]; r.Error != "" || r.Bandwidth == nil || r.Bandwidth.AvgGbps != 390 || !r.Time.Equal(t1) {
+		t.Errorf("the last bandwidth result of gpu-00/0>gpu-02/0: %+v", r)
+	}
+	if r := h.Pairs[0].Results[1]; r.Latency == nil || r.Latency.P99Us != 2.8 {
+		t.Errorf("the latency result: %+v", r)
+	}
+	if r := h.Pairs[1].Results[0]; r.Error != "rping: timeout" {
+		t.Errorf("the failed result: %+v", r)
+	}
+	if h.Total != 6 {
+		t.Errorf("%d rails, want 6", h.Total)
+	}
+
+	// gpu-04 leaves: the results naming it are stale, not the tenant's.
+	e.do(t, call{who: admin, method: "POST", path: "/v1/moves", body: moveTo("gpu-04", "")}).want(t, 200)
+	check("gpu-04 moved out", []want{
+		{"gpu-00/0>gpu-02/0", true, []string{"ib_write_bw/ipv4", "ib_write_lat/ipv4", "rping/ipv6"}},
+		{"gpu-02/0>gpu-00/0", true, []string{"ib_write_bw/ipv4", "ib_write_bw/ipv6"}},
+	})
+
+	// A tenant nobody reported for has an empty matrix, not null.
+	var hc v1.TenantHealth
+	r := e.do(t, call{who: admin, method: "GET", path: "/v1/tenants/tenant-b/health"}).want(t, 200)
+	r.decode(t, &hc)
+	if hc.Pairs == nil || len(hc.Pairs) != 0 || hc.PairsOK != 0 || hc.PairsTotal != 0 || !bytes.Contains(r.body, []byte(`"pairs":[]`)) {
+		t.Errorf("tenant-b pairs: %+v %s", hc, r.body)
+	}
+}
+
 // PUT a tenant: create, replace, and the configs that change.
 func TestServerPutTenant(t *testing.T) {
 	e := newEnv(t)

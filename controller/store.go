@@ -2,6 +2,7 @@ package controller
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -1213,8 +1214,10 @@ func (s *Store) NodeStates(ctx context.Context) (alive, silent, unreported int, 
 }
 
 // TenantHealth is every member rail of a tenant with its node's liveness
-// and what its last status says: statuses and liveness keys are read in
-// transactions of up to 128 gets, a few at a time.
+// and what its last status says, and the rail-pair matrix of the probe
+// results in those statuses (probePairs): statuses and liveness keys are
+// read in transactions of up to 128 gets, a few at a time; the matrix
+// costs no further read.
 func (s *Store) TenantHealth(ctx context.Context, id string) (v1.TenantHealth, error) {
 	st, err := s.ready()
 	if err != nil {
@@ -1281,7 +1284,67 @@ func (s *Store) TenantHealth(ctx context.Context, id string) (v1.TenantHealth, e
 		}
 	}
 	out.Total = len(out.Rails)
+	out.Pairs = probePairs(nodes, statuses, func(node string, rail int) bool { return st.fabric.RailTenant(node, rail) == id })
+	for _, p := range out.Pairs {
+		if p.OK {
+			out.PairsOK++
+		}
+	}
+	out.PairsTotal = len(out.Pairs)
 	return out, nil
+}
+
+// probePairs is a tenant's rail-pair matrix from the last statuses of its
+// member nodes: the probe results whose both ends are member rails (by
+// member), the last (latest time, else the later listed) per tool and
+// family of each directed pair; pairs sorted by (node, rail, peer_node,
+// peer_rail), results by tool and family. Never nil.
+func probePairs(nodes []string, statuses map[string]v1.NodeStatus, member func(node string, rail int) bool) []v1.ProbePair {
+	type pairKey struct {
+		node     string
+		rail     int
+		peerNode string
+		peerRail int
+	}
+	type toolKey struct{ tool, family string }
+	last := map[pairKey]map[toolKey]v1.ProbeResult{}
+	for _, n := range nodes {
+		for _, r := range statuses[n].Probes {
+			if !member(n, r.Rail) || !member(r.PeerNode, r.PeerRail) {
+				continue
+			}
+			k := pairKey{n, r.Rail, r.PeerNode, r.PeerRail}
+			byTool := last[k]
+			if byTool == nil {
+				byTool = map[toolKey]v1.ProbeResult{}
+				last[k] = byTool
+			}
+			tk := toolKey{r.Tool, r.Family}
+			if prev, ok := byTool[tk]; !ok || !r.Time.Before(prev.Time) {
+				byTool[tk] = r
+			}
+		}
+	}
+	out := make([]v1.ProbePair, 0, len(last))
+	for k, byTool := range last {
+		p := v1.ProbePair{Node: k.node, Rail: k.rail, PeerNode: k.peerNode, PeerRail: k.peerRail, OK: true,
+			Results: make([]v1.ProbeResult, 0, len(byTool))}
+		for _, r := range byTool {
+			if r.Error != "" || (r.Reachable != nil && !*r.Reachable) {
+				p.OK = false
+			}
+			p.Results = append(p.Results, r)
+		}
+		slices.SortFunc(p.Results, func(a, b v1.ProbeResult) int {
+			return cmp.Or(strings.Compare(a.Tool, b.Tool), strings.Compare(a.Family, b.Family))
+		})
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b v1.ProbePair) int {
+		return cmp.Or(strings.Compare(a.Node, b.Node), cmp.Compare(a.Rail, b.Rail),
+			strings.Compare(a.PeerNode, b.PeerNode), cmp.Compare(a.PeerRail, b.PeerRail))
+	})
+	return out
 }
 
 // readMembers reads the statuses and liveness keys of nodes in

@@ -238,3 +238,28 @@ func TestHeartbeatReplacesUnleasedKey(t *testing.T) {
 		t.Error("heartbeat of an unknown node: no error")
 	}
 }
+
+// probePairs without etcd: a reachable false without an error is not OK,
+// of two results of a tool and family at one time the later listed wins,
+// and a prober whose status is missing adds nothing.
+func TestProbePairs(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	no := false
+	member := func(node string, rail int) bool { return (node == "a" || node == "b") && rail == 0 }
+	statuses := map[string]v1.NodeStatus{
+		"a": {Node: "a", Probes: []v1.ProbeResult{
+			{Rail: 0, PeerNode: "b", PeerRail: 0, Tool: v1.ProbeToolReachability, Time: at, Reachable: &no},
+			{Rail: 0, PeerNode: "b", PeerRail: 0, Tool: v1.ProbeToolLatency, Time: at, Error: "first"},
+			{Rail: 0, PeerNode: "b", PeerRail: 0, Tool: v1.ProbeToolLatency, Time: at, Error: "second"},
+			{Rail: 1, PeerNode: "b", PeerRail: 1, Tool: v1.ProbeToolLatency, Time: at},
+		}},
+	}
+	got := probePairs([]string{"b", "a", "c"}, statuses, member)
+	if len(got) != 1 || got[0].Node != "a" || got[0].PeerNode != "b" || got[0].OK || len(got[0].Results) != 2 ||
+		got[0].Results[0].Tool != v1.ProbeToolLatency || got[0].Results[0].Error != "second" || got[0].Results[1].Tool != v1.ProbeToolReachability {
+		t.Errorf("pairs %+v", got)
+	}
+	if got := probePairs(nil, nil, member); got == nil || len(got) != 0 {
+		t.Errorf("no statuses: %#v", got)
+	}
+}

@@ -109,7 +109,7 @@ type NodeList struct {
 }
 
 // TenantHealth is GET /v1/tenants/{tenant}/health: every member rail with
-// what its node last reported.
+// what its node last reported, and the rail-pair probe matrix.
 type TenantHealth struct {
 	Tenant string       `json:"tenant"`
 	Rails  []RailHealth `json:"rails"`
@@ -117,6 +117,29 @@ type TenantHealth struct {
 	// applied and have no condition False.
 	Healthy int `json:"healthy"`
 	Total   int `json:"total"`
+	// Pairs are the directed pairs of member rails some member's last
+	// status has probe results for, by (node, rail, peer_node,
+	// peer_rail); results naming a rail that is not a member now (stale
+	// after a move) are left out. PairsOK counts the pairs that are OK,
+	// PairsTotal is len(Pairs).
+	Pairs      []ProbePair `json:"pairs"`
+	PairsOK    int         `json:"pairs_ok"`
+	PairsTotal int         `json:"pairs_total"`
+}
+
+// ProbePair is one directed pair of member rails of a tenant with the
+// last result of each probe tool the prober reported for it.
+type ProbePair struct {
+	Node     string `json:"node"` // the prober
+	Rail     int    `json:"rail"`
+	PeerNode string `json:"peer_node"`
+	PeerRail int    `json:"peer_rail"`
+	// OK: every last result has no error (and none says reachable
+	// false).
+	OK bool `json:"ok"`
+	// Results are the last result per tool and family (the latest
+	// time), sorted by tool, then family.
+	Results []ProbeResult `json:"results"`
 }
 
 // RailHealth is a member rail in TenantHealth.

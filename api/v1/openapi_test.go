@@ -162,11 +162,11 @@ func sampleStatus(t *testing.T) *v1.NodeStatus {
 		},
 		Conditions: []v1.Condition{{Type: v1.ConditionNVMLReady, Status: v1.StatusTrue, Reason: "Available", Message: "driver 550.54.15", Since: since}},
 		Probes: []v1.ProbeResult{
-			{Rail: 0, PeerNode: "gpu-018", PeerRail: 0, Tool: v1.ProbeToolBandwidth, Time: since,
+			{Rail: 0, PeerNode: "gpu-018", PeerRail: 0, Tool: v1.ProbeToolBandwidth, Family: v1.ProbeFamilyIPv4, Time: since,
 				Bandwidth: &v1.BandwidthProbe{AvgGbps: 391.2, PeakGbps: 395.5, MessageBytes: 65536, Iterations: 5000}},
-			{Rail: 0, PeerNode: "gpu-018", PeerRail: 0, Tool: v1.ProbeToolLatency, Time: since,
+			{Rail: 0, PeerNode: "gpu-018", PeerRail: 0, Tool: v1.ProbeToolLatency, Family: v1.ProbeFamilyIPv6, Time: since,
 				Latency: &v1.LatencyProbe{MinUs: 1.9, TypicalUs: 2.1, P99Us: 2.8, P999Us: 4.4, MessageBytes: 2, Iterations: 1000}},
-			{Rail: 1, PeerNode: "gpu-019", PeerRail: 1, Tool: v1.ProbeToolReachability, Time: since, Reachable: &yes},
+			{Rail: 1, PeerNode: "gpu-019", PeerRail: 1, Tool: v1.ProbeToolReachability, Family: v1.ProbeFamilyIPv4, Time: since, Reachable: &yes},
 			{Rail: 1, PeerNode: "gpu-020", PeerRail: 1, Tool: v1.ProbeToolReachability, Time: since, Error: "rping: timeout after 5s"},
 		},
 		LastReconcile: since,
@@ -188,6 +188,49 @@ func TestOpenAPINodeStatus(t *testing.T) {
 		js := mustJSON(t, v1.Condition{Type: c, Status: v1.StatusTrue, Reason: "R"})
 		if err := check(t, doc, "Condition", js); err != nil {
 			t.Errorf("%s: %v", c, err)
+		}
+	}
+}
+
+// A tenant's health with its rail-pair matrix validates, and so does one
+// with nothing reported.
+func TestOpenAPITenantHealth(t *testing.T) {
+	doc := loadDoc(t)
+	st := sampleStatus(t)
+	beat := st.LastReconcile.Add(3 * time.Second)
+	h := v1.TenantHealth{
+		Tenant: "tenant-a",
+		Rails: []v1.RailHealth{
+			{Node: "gpu-017", Rail: 0, Alive: true, LastHeartbeat: &beat, Bound: true, AppliedGeneration: 42, ConfigGeneration: 42,
+				Conditions: st.Rails[0].Conditions},
+			{Node: "gpu-018", Rail: 0, Alive: false, Bound: false, ConfigGeneration: 7, Conditions: []v1.Condition{}},
+		},
+		Healthy: 1, Total: 2,
+		Pairs: []v1.ProbePair{
+			{Node: "gpu-017", Rail: 0, PeerNode: "gpu-018", PeerRail: 0, OK: true, Results: st.Probes[:2]},
+			{Node: "gpu-017", Rail: 1, PeerNode: "gpu-020", PeerRail: 1, OK: false, Results: st.Probes[3:]},
+		},
+		PairsOK: 1, PairsTotal: 2,
+	}
+	if err := check(t, doc, "TenantHealth", mustJSON(t, h)); err != nil {
+		t.Errorf("health does not validate: %v", err)
+	}
+	empty := v1.TenantHealth{Tenant: "tenant-b", Rails: []v1.RailHealth{}, Pairs: []v1.ProbePair{}}
+	if err := check(t, doc, "TenantHealth", mustJSON(t, empty)); err != nil {
+		t.Errorf("empty health does not validate: %v", err)
+	}
+	js := string(mustJSON(t, h))
+	for _, bad := range []struct{ name, from, to string }{
+		{"without pairs", `"pairs":[`, `"pairz":[`},
+		{"pair without results", `"ok":true,"results":[`, `"ok":true,"resultz":[`},
+		{"unknown family", `"family":"ipv4"`, `"family":"ib"`},
+	} {
+		b := strings.Replace(js, bad.from, bad.to, 1)
+		if b == js {
+			t.Fatalf("%s: the replacement did not apply", bad.name)
+		}
+		if err := check(t, doc, "TenantHealth", []byte(b)); err == nil {
+			t.Errorf("%s: accepted", bad.name)
 		}
 	}
 }
@@ -331,7 +374,7 @@ func TestOpenAPIMatchesGoTypes(t *testing.T) {
 		"QoSConfig": v1.QoSConfig{}, "ETSConfig": v1.ETSConfig{}, "DCQCNConfig": v1.DCQCNConfig{},
 		"PeerConfig": v1.PeerConfig{}, "Error": v1.Error{}, "Heartbeat": v1.Heartbeat{}, "NodeList": v1.NodeList{},
 		"NodeSummary": v1.NodeSummary{}, "Tenant": v1.Tenant{}, "TenantMember": v1.TenantMember{}, "Move": v1.Move{},
-		"MoveResult": v1.MoveResult{}, "TenantHealth": v1.TenantHealth{}, "RailHealth": v1.RailHealth{},
+		"MoveResult": v1.MoveResult{}, "TenantHealth": v1.TenantHealth{}, "RailHealth": v1.RailHealth{}, "ProbePair": v1.ProbePair{},
 	}
 	// Written always but optional on input: null and absent both leave
 	// PFC alone.

@@ -100,6 +100,12 @@ const (
 	ProbeToolReachability = "rping"
 )
 
+// Probe GID families: the address family of the GID a probe used.
+const (
+	ProbeFamilyIPv4 = "ipv4"
+	ProbeFamilyIPv6 = "ipv6"
+)
+
 // ProbeResult is one probe between a rail of this node and the same (or,
 // opted in, another) rail of a peer: bandwidth, latency or reachability,
 // by Tool. Error is set when the probe could not run or failed; the
@@ -109,8 +115,11 @@ type ProbeResult struct {
 	PeerNode string `json:"peer_node"`
 	PeerRail int    `json:"peer_rail"`
 	// Tool is ProbeToolBandwidth, ProbeToolLatency or ProbeToolReachability.
-	Tool string    `json:"tool"`
-	Time time.Time `json:"time"`
+	Tool string `json:"tool"`
+	// Family is the GID family the probe used, ProbeFamilyIPv4 or
+	// ProbeFamilyIPv6 ("" not said).
+	Family string    `json:"family,omitempty"`
+	Time   time.Time `json:"time"`
 	// Reachable is the RDMA CM reachability (rping); nil when not probed.
 	Reachable *bool           `json:"reachable,omitempty"`
 	Bandwidth *BandwidthProbe `json:"bandwidth,omitempty"`

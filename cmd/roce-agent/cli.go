@@ -20,6 +20,7 @@ import (
 
 	"github.com/roce-agent/roce-agent/agent"
 	"github.com/roce-agent/roce-agent/nic"
+	"github.com/roce-agent/roce-agent/probe"
 )
 
 // Exit codes.
@@ -209,6 +210,29 @@ without one, with a warning).`,
 		run:     runTeardown,
 	},
 	{
+		use:   "probe",
+		short: "Probe one peer now over one rail with ib_write_bw, ib_write_lat or rping",
+		long: `Probe a peer now: ask its agent's probe API (over the rail, as the daemon's
+scheduled probes do) for a one-shot server on the same rail, run the tool's
+client from this rail's RDMA device and GID (found by value), and print the
+result. A failure is explained when it can be: the rail is down, the path
+drops full-size packets (path MTU), or the tool's own words. The peer must be
+one the controller lists for the rail (with controller.url set, the last good
+controller config in state_dir is used; the controller is not asked). It needs
+listen.probe_api (the peers' port) and the node's certificate (or
+probes.insecure_http in a lab). It shares each NIC's probe slot with the
+daemon: while the daemon tests the NIC it is refused as busy.`,
+		example: `  # bandwidth to gpu-017 on rail 3
+  roce-agent --config /etc/roce-agent/config.yaml probe --peer gpu-017 --rail 3
+
+  # RDMA CM reachability over IPv6, as JSON
+  roce-agent probe --peer gpu-017 --rail 3 --tool rping --family ipv6 -o json`,
+		changes: "nothing on the host; it runs one test over the rail (the peer runs its server).",
+		exit:    "0 the probe passed; 1 it failed (the result says why) or could not run; " + exitUsageLine + ".",
+		run:     runProbe,
+		desired: true,
+	},
+	{
 		use:   "version",
 		short: "Print the version, commit, Go version and build date",
 		long: `Print the version, the commit, the Go version, the platform and the build date
@@ -303,6 +327,15 @@ The keys are in docs/config.md; the commands in docs/cli.md.
 		if spec.use == "teardown" {
 			cmd.Flags().Bool("dry-run", false, "print what would be removed, remove nothing")
 		}
+		if spec.use == "probe" {
+			f := cmd.Flags()
+			f.String("peer", "", "the peer node (one the controller lists for the rail)")
+			f.Int("rail", -1, "the rail to probe from (the peer's same rail)")
+			f.String("tool", "ib_write_bw", "ib_write_bw, ib_write_lat or rping")
+			f.String("family", "ipv4", "the GID family: ipv4 or ipv6")
+			_ = cmd.RegisterFlagCompletionFunc("tool", cobra.FixedCompletions(probe.Tools, cobra.ShellCompDirectiveNoFileComp))
+			_ = cmd.RegisterFlagCompletionFunc("family", cobra.FixedCompletions([]string{"ipv4", "ipv6"}, cobra.ShellCompDirectiveNoFileComp))
+		}
 		root.AddCommand(cmd)
 	}
 
@@ -386,7 +419,7 @@ func runCommand(cmd *cobra.Command, spec commandSpec, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	if cfg.Controller.URL != "" && (spec.use == "plan" || spec.use == "apply" || spec.use == "teardown") {
+	if cfg.Controller.URL != "" && (spec.use == "plan" || spec.use == "apply" || spec.use == "teardown" || spec.use == "probe") {
 		if cfg, err = lastGoodConfig(cfg, spec, logger); err != nil {
 			return err
 		}
