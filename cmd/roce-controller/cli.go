@@ -219,9 +219,11 @@ func newCertsCommand(stdout io.Writer) *cobra.Command {
 		Short: "Write a CA, a server certificate and client certificates for a lab",
 		Long: `Write into --dir a CA (ca.pem, ca-key.pem; an existing one is kept and
 used), a server certificate for --server-host (server.pem, server-key.pem) and
-a client certificate for each of --names (NAME.pem, NAME-key.pem): ECDSA
-P-256, PEM, keys mode 0600. A client certificate's name is its identity: a
-node's name, or an admin name (--admin).`,
+a certificate for each of --names (NAME.pem, NAME-key.pem): ECDSA P-256, PEM,
+keys mode 0600. A certificate's name is its identity: a node's name, or an
+admin name (--admin). Node certificates serve as client certificates towards
+the controller and as server and client certificates of the agents' peer probe
+API (peers check the name, not a host name).`,
 		Example: `  roce-controller certs --dir /etc/roce-controller/pki --server-host fabric-ctl,10.0.0.10 --names gpu-000,gpu-001,admin`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
