@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -491,4 +492,46 @@ func TestSlotsAcrossProcesses(t *testing.T) {
 	} else {
 		rel3()
 	}
+}
+
+// FuzzSessionRequest feeds the probe API arbitrary bodies from a listed
+// peer: it never panics, answers with a JSON error unless it started a
+// server, and starts a tool only for a request that validates.
+func FuzzSessionRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"rail":0,"peer_rail":0,"tool":"rping","family":"ipv4"}`,
+		`{"rail":0,"peer_rail":0,"tool":"ib_write_bw","family":"ipv4","message_bytes":65536,"iterations":5000}`,
+		`{"rail":0,"peer_rail":0,"tool":"ib_write_lat","family":"ipv6","iterations":-1}`,
+		`{"rail":1e99}`, `[]`, `null`, `{"rail":0}{"rail":0}`, "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		runner := &fakeRunner{}
+		rail := Rail{Rail: 0, Netdev: "railB", Device: "rxeB", Port: 1, IPv4: addrB, IPv6: netip.MustParseAddr("fd00::3"), Tenant: "t1", TClass: -1,
+			Peers: []Peer{{Node: "node-a", Rail: 0, IPv4: addrA, IPv6: netip.MustParseAddr("fd00::1")}}}
+		api := &API{Host: fakeHost{rails: map[int]Rail{0: rail}, gids: map[netip.Addr]int{addrB: 3, rail.IPv6: 4}}, Runner: runner, Slots: &Slots{}, Timeout: time.Second}
+		req := httptest.NewRequest(http.MethodPost, SessionsPath, strings.NewReader(body))
+		req.RemoteAddr = "127.0.0.1:40000"
+		w := httptest.NewRecorder()
+		api.Handler().ServeHTTP(w, req)
+		started := len(runner.commands())
+		var sr SessionRequest
+		dec := json.NewDecoder(strings.NewReader(body))
+		dec.DisallowUnknownFields()
+		valid := dec.Decode(&sr) == nil && !dec.More() && sr.Test.Validate() == nil && sr.Rail == 0 && sr.PeerRail == 0
+		switch {
+		case w.Code == http.StatusCreated:
+			if started != 1 || !valid {
+				t.Fatalf("201 with %d tools for %q", started, body)
+			}
+		case started != 0:
+			t.Fatalf("%d answered and %d tools started for %q", w.Code, started, body)
+		default:
+			var e APIError
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
+				t.Fatalf("%d without a JSON error: %q", w.Code, w.Body.String())
+			}
+		}
+	})
 }

@@ -124,11 +124,12 @@ type execProcess struct {
 func (p *execProcess) Wait() (Output, error) {
 	p.once.Do(func() {
 		err := p.cmd.Wait()
+		timedOut := p.ctx.Err() != nil
 		// The group may hold something the tool started: it goes too.
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		p.cancel()
 		p.out = Output{Stdout: p.stdout.String(), Stderr: p.stderr.String(), Duration: time.Since(p.start), ExitCode: p.cmd.ProcessState.ExitCode()}
-		if p.ctx.Err() != nil {
+		if timedOut {
 			p.out.TimedOut = true
 			p.out.ExitCode = -1
 		}
