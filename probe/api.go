@@ -285,7 +285,7 @@ func (a *API) serveSession(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, http.StatusServiceUnavailable, "unavailable", "", "rail %d: %v", req.Rail, err)
 		return
 	}
-	release, err := a.Slots.Acquire(rail.Device, fmt.Sprintf("%s for %s", req.Tool, peer.Node), a.Timeout)
+	release, err := a.Slots.Acquire(rail.Device, fmt.Sprintf("%s for %s", req.Tool, peer.Node), min(req.Test.Expected(), a.Timeout))
 	if err != nil {
 		var busy *Busy
 		if errors.As(err, &busy) {

@@ -111,7 +111,7 @@ func (c *Client) Probe(ctx context.Context, rail Rail, peer Peer, t Test) Result
 	if err != nil {
 		return fail(OutcomeError, "%v", err)
 	}
-	release, err := c.Slots.Acquire(rail.Device, fmt.Sprintf("%s to %s", t.Tool, peer.Node), timeout)
+	release, err := c.Slots.Acquire(rail.Device, fmt.Sprintf("%s to %s", t.Tool, peer.Node), min(t.Expected(), timeout))
 	if err != nil {
 		var busy *Busy
 		if errors.As(err, &busy) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
 )
@@ -151,4 +152,16 @@ func perftestArgs(t Test, b Binding, port, tclass int) []string {
 		args = append(args, "--tclass="+strconv.Itoa(tclass))
 	}
 	return args
+}
+
+// Expected is how long a test usually holds a NIC: the busy hint given to
+// others while it runs (the timeout still bounds it).
+func (t Test) Expected() time.Duration {
+	switch t.Tool {
+	case v1.ProbeToolBandwidth:
+		return 10 * time.Second
+	case v1.ProbeToolLatency:
+		return 5 * time.Second
+	}
+	return 3 * time.Second
 }
