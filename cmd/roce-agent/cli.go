@@ -34,7 +34,8 @@ const (
 const exitCodesHelp = `Exit status:
   0  success
   1  error: a missing sysfs root, a rail that did not converge, state_dir
-     locked by another roce-agent, a teardown that could not remove everything
+     locked by another roce-agent, a teardown that could not remove
+     everything, a probe that failed
   2  usage or config error: an unknown command or flag, an unexpected
      argument, a bad --output; a config that is missing, unreadable, empty,
      without a desired state, or invalid. Nothing was changed.`
@@ -258,8 +259,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "roce-agent",
 		Short: "The RoCE node agent",
-		Long: `roce-agent maps GPUs to RDMA NICs and rails and converges each rail's addresses,
-source routing, link settings and QoS.
+		Long: `roce-agent maps GPUs to RDMA NICs and rails, converges each rail's addresses,
+source routing, link settings and QoS, and probes its tenant's peers.
 
 Settings come from, weakest first: defaults, the YAML config file (--config,
 else $ROCE_AGENT_CONFIG, else ` + DefaultConfigPath + `), ROCE_AGENT_* environment

@@ -508,6 +508,19 @@ func TestDocumentedEnv(t *testing.T) {
 		"ROCE_AGENT_CONTROLLER_STATUS_INTERVAL":      {bad: "1s", key: "controller.status_interval", good: "1m"},
 		"ROCE_AGENT_CONTROLLER_WAIT":                 {bad: "11m", key: "controller.wait", good: "1m"},
 		"ROCE_AGENT_CONTROLLER_TIMEOUT":              {bad: "0s", key: "controller.timeout", good: "30s"},
+		"ROCE_AGENT_LISTEN_PROBE_API":                {bad: "9488", key: "listen.probe_api", good: ":9488", with: map[string]string{"ROCE_AGENT_PROBES_INSECURE_HTTP": "true"}},
+		"ROCE_AGENT_PROBES_INTERVAL":                 {bad: "1s", key: "probes.interval", good: "30s"},
+		"ROCE_AGENT_PROBES_PEERS_PER_INTERVAL":       {bad: "0", key: "probes.peers_per_interval", good: "4"},
+		"ROCE_AGENT_PROBES_TOOLS":                    {bad: "rping,sh", key: "probes.tools", good: "rping,ib_write_bw"},
+		"ROCE_AGENT_PROBES_FAMILIES":                 {bad: "ipx", key: "probes.families", good: "ipv6"},
+		"ROCE_AGENT_PROBES_MIN_FRACTION_OF_RATE":     {bad: "2", key: "probes.min_fraction_of_rate", good: "0.5"},
+		"ROCE_AGENT_PROBES_BANDWIDTH_BYTES":          {bad: "-1", key: "probes.bandwidth_bytes", good: "1048576"},
+		"ROCE_AGENT_PROBES_BANDWIDTH_ITERATIONS":     {bad: "-5", key: "probes.bandwidth_iterations", good: "100"},
+		"ROCE_AGENT_PROBES_LATENCY_ITERATIONS":       {bad: "-1", key: "probes.latency_iterations", good: "10"},
+		"ROCE_AGENT_PROBES_PINGS":                    {bad: "5000", key: "probes.pings", good: "5"},
+		"ROCE_AGENT_PROBES_TIMEOUT":                  {bad: "0s", key: "probes.timeout", good: "30s"},
+		"ROCE_AGENT_PROBES_TOOLS_DIR":                {bad: "relative", key: "probes.tools_dir", good: "/usr/bin"},
+		"ROCE_AGENT_PROBES_INSECURE_HTTP":            {bad: "maybe", key: "probes.insecure_http", good: "true"},
 	}
 	for name := range documented {
 		if _, ok := cases[name]; !ok {

@@ -322,7 +322,8 @@ var durationType = reflect.TypeOf(time.Duration(0))
 
 // strictScalars converts config values the way a careful reader expects and
 // nothing more: integers only from integers (or integral floats and decimal
-// strings, as env values arrive), in range; durations only from duration
+// strings, as env values arrive), in range; numbers from numbers or decimal
+// strings, never inf or NaN; durations only from duration
 // strings; booleans from booleans or "true"/"false" strings. 9000.5, true
 // or a 20-digit number is an error, never a wrapped or truncated value.
 func strictScalars(_ reflect.Type, to reflect.Type, data any) (any, error) {
@@ -346,6 +347,23 @@ func strictScalars(_ reflect.Type, to reflect.Type, data any) (any, error) {
 	switch to.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return strictInt(data, to.Bits())
+	case reflect.Float32, reflect.Float64:
+		switch d := data.(type) {
+		case float32, float64, int, int8, int16, int32, int64:
+			f := reflect.ValueOf(d).Convert(reflect.TypeOf(float64(0))).Float()
+			if math.IsInf(f, 0) || math.IsNaN(f) {
+				return nil, fmt.Errorf("%v is not a number", f)
+			}
+			return f, nil
+		case string:
+			f, err := strconv.ParseFloat(strings.TrimSpace(d), 64)
+			if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+				return nil, fmt.Errorf("%s is not a number", v1.Clip(d))
+			}
+			return f, nil
+		default:
+			return nil, fmt.Errorf("%s is not a number", clipPlain(data))
+		}
 	case reflect.Bool:
 		switch d := data.(type) {
 		case bool:

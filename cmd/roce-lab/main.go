@@ -40,6 +40,7 @@ type options struct {
 	logLevel         string
 	controllerPort   int
 	followInterval   time.Duration
+	probeInterval    time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -60,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "the agents' log level: debug, info, warn, error")
 	fs.IntVar(&o.controllerPort, "controller-port", lab.DefaultControllerPort, "the controller's HTTPS port")
 	fs.DurationVar(&o.followInterval, "follow-interval", time.Second, "how often the leaves re-read the controller's tenants")
+	fs.DurationVar(&o.probeInterval, "probe-interval", lab.DefaultProbeInterval, "the agents' probes.interval: how often each rail probes its tenant peers with the lab's fake tools (5s-24h; 0: no scheduled probes, the probe API still serves)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: roce-lab [flags]\n\nBrings up a multi-tenant RoCE fabric lab in network namespaces (root), starts the\ncontroller and one agent per host, prints where to look and waits for Ctrl-C.\nSee docs/lab.md.\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -148,8 +150,13 @@ func up(ctx context.Context, o options, logger *slog.Logger, stdout io.Writer) (
 		}
 		logger.Info("removed everything the lab made")
 	}()
+	probeInterval := o.probeInterval
+	if probeInterval == 0 {
+		probeInterval = -1 // no scheduled probes
+	}
 	procs, err = f.Start(ctx, lab.ProcessOptions{
 		BinDir: o.binDir, ControllerPort: o.controllerPort, LogLevel: o.logLevel, Detach: o.keep, Logger: logger,
+		ProbeInterval: probeInterval,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
