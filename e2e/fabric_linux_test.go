@@ -19,8 +19,9 @@ import (
 // TestFabric runs the default lab (4 hosts x 8 rails, 2 leaves, tenants
 // in both isolation modes) with the built controller and agents, and
 // walks it through what a fabric lives through: convergence, isolation in
-// the data path, a GPU moved between tenants, a controller outage, an
-// agent killed mid-apply, a controller that answers garbage.
+// the data path, the agents' peer probes (fake tools, over the rails), a
+// GPU moved between tenants (and its probe pairs with it), a controller
+// outage, an agent killed mid-apply, a controller that answers garbage.
 func TestFabric(t *testing.T) {
 	f, procs := startLab(t, "e2f-", lab.Options{}, lab.ProcessOptions{})
 	plan := f.Plan()
@@ -99,6 +100,10 @@ func TestFabric(t *testing.T) {
 
 	t.Run("isolation in the data path", func(t *testing.T) {
 		checkIsolation(t, f)
+	})
+
+	t.Run("probes: tenant pairs pass over the rails, outsiders refused", func(t *testing.T) {
+		testProbes(t, f, procs)
 	})
 
 	t.Run("GPU moved: binding and peers follow, no address change, no flap", func(t *testing.T) {
@@ -256,6 +261,12 @@ func TestFabric(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("after %s away, every agent reconnected %s after the controller was restarted", away.Round(time.Second), time.Since(up).Round(time.Millisecond))
+	})
+
+	// After the outage (a minute of rounds since the move): the probes
+	// followed the moved GPU.
+	t.Run("probes: the moved GPU's pairs join tenant-a and leave tenant-c", func(t *testing.T) {
+		testProbesAfterMove(t, f, procs)
 	})
 
 	t.Run("agent killed mid-apply converges without flap", func(t *testing.T) {

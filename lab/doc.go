@@ -16,5 +16,7 @@
 //
 // Up builds the topology, Sync makes the leaves follow a changed plan,
 // Down (or Cleanup, after a crash) removes it. Start runs the reference
-// controller and one agent per host in it.
+// controller and one agent per host in it; the agents probe their rails'
+// peers over the rails with stand-ins for the RDMA tools (WriteFakeTools:
+// the lab has no RDMA device).
 package lab

@@ -210,6 +210,32 @@ func (f *Fabric) DialContext(ctx context.Context, network, address string) (net.
 	return c, err
 }
 
+// HostDialer connects from host i's namespace with the local address
+// local (a rail address: the rail's policy routing applies, as to the
+// agent's own probe requests), for an http.Transport. An invalid local
+// leaves the source to the kernel.
+func (f *Fabric) HostDialer(host int, local netip.Addr) func(ctx context.Context, network, address string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		f.mu.Lock()
+		ns := f.hosts[host].ns
+		f.mu.Unlock()
+		if ns == nil || !ns.h.IsOpen() {
+			return nil, fmt.Errorf("dial: host %d has no namespace", host)
+		}
+		d := &net.Dialer{}
+		if local.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: local.AsSlice()}
+		}
+		var c net.Conn
+		err := inNamespace(ns.h, func() error {
+			var err error
+			c, err = d.DialContext(ctx, network, address)
+			return err
+		})
+		return c, err
+	}
+}
+
 // ConfigureHostRails does by hand, for tests that run no agent, what the
 // agent does on host i's rails: MTU, up, the host addresses, and per-rail
 // policy routing (a rule from each rail address to table 100+rail, which

@@ -43,6 +43,25 @@ const (
 	// AdminName is the admin identity (client certificate name) of the
 	// lab.
 	AdminName = "admin"
+	// ProbeAPIPort is where each agent serves the peer probe API
+	// (listen.probe_api ":9488"): the agent answers only on its rails'
+	// addresses, so peers reach it over the rails, through the tenant's
+	// leaf namespaces.
+	ProbeAPIPort = 9488
+	// DefaultProbeInterval is the agents' probes.interval in the lab.
+	DefaultProbeInterval = 10 * time.Second
+)
+
+// Probe settings of the lab's agents besides the interval: each rail
+// probes up to two peers a round (every peer in the default plan, whose
+// rails have at most two others), a probe may take 5 s (the fake tools
+// take well under one), and the bandwidth bar is 0.1% of the fixture's
+// 400 Gb/s port rate: the fake ib_write_bw plays a soft-RoCE capture of
+// 1.06 Gb/s, which says nothing about the rate (docs/lab.md).
+const (
+	probePeersPerInterval  = 2
+	probeTimeout           = 5 * time.Second
+	probeMinFractionOfRate = 0.001
 )
 
 // Files `roce-controller certs` writes in its directory (a client NAME
@@ -76,6 +95,14 @@ type ProcessOptions struct {
 	// need EtcdMembers): "controller" on ControllerPort, "controller-<i>"
 	// on ControllerPort+i. Agents list every replica in controller.url.
 	Replicas int
+	// ProbeInterval is the agents' probes.interval: every interval each
+	// bound rail probes its peers (the same rail of the tenant's other
+	// members, as the controller lists them) with the lab's fake tools,
+	// over the rails and with mTLS (docs/lab.md). Default
+	// DefaultProbeInterval; the agents take 5s-24h. Negative runs no
+	// scheduled probes: the probe API still serves peers and roce-agent
+	// probe works.
+	ProbeInterval time.Duration
 }
 
 // etcdBasePort is the first etcd member's client port (peer: +100).
@@ -167,6 +194,12 @@ func (f *Fabric) Start(ctx context.Context, o ProcessOptions) (_ *Processes, err
 	}
 	if o.Replicas > 1 && o.EtcdMembers == 0 {
 		return nil, errors.New("controller replicas need an etcd cluster (EtcdMembers)")
+	}
+	switch {
+	case o.ProbeInterval == 0:
+		o.ProbeInterval = DefaultProbeInterval
+	case o.ProbeInterval > 0 && (o.ProbeInterval < 5*time.Second || o.ProbeInterval > 24*time.Hour):
+		return nil, fmt.Errorf("probe interval %s: the agents take 5s-24h (negative: no scheduled probes)", o.ProbeInterval)
 	}
 	p := &Processes{f: f, o: o, exits: make(chan ProcessExit, len(f.hosts)+o.Replicas+o.EtcdMembers), logger: logger}
 	for i := 0; i < o.Replicas; i++ {
@@ -424,7 +457,8 @@ type agentConfig struct {
 	SysfsRoot string `yaml:"sysfs_root"`
 	StateDir  string `yaml:"state_dir"`
 	Listen    struct {
-		Metrics string `yaml:"metrics"`
+		Metrics  string `yaml:"metrics"`
+		ProbeAPI string `yaml:"probe_api"`
 	} `yaml:"listen"`
 	Log struct {
 		Format string `yaml:"format"`
@@ -436,12 +470,28 @@ type agentConfig struct {
 		CertFile string `yaml:"cert_file"`
 		KeyFile  string `yaml:"key_file"`
 	} `yaml:"controller"`
+	Probes struct {
+		Interval          string  `yaml:"interval"`
+		PeersPerInterval  int     `yaml:"peers_per_interval"`
+		MinFractionOfRate float64 `yaml:"min_fraction_of_rate"`
+		Timeout           string  `yaml:"timeout"`
+		ToolsDir          string  `yaml:"tools_dir"`
+	} `yaml:"probes"`
 }
 
 // AgentConfig is the path of host i's agent config file.
 func (p *Processes) AgentConfig(host int) string {
 	return p.f.path("hosts", p.f.hosts[host].node.Name, "agent.yaml")
 }
+
+// ToolsDir is host i's probes.tools_dir: the fake probe tools
+// (WriteFakeTools) for its sysfs tree.
+func (p *Processes) ToolsDir(host int) string {
+	return p.f.path("hosts", p.f.hosts[host].node.Name, "tools")
+}
+
+// ProbeInterval is the agents' probes.interval (0: no scheduled probes).
+func (p *Processes) ProbeInterval() time.Duration { return max(p.o.ProbeInterval, 0) }
 
 func (p *Processes) startAgent(i int) error {
 	h := p.f.hosts[i]
@@ -453,6 +503,17 @@ func (p *Processes) startAgent(i int) error {
 	c.Log.Format, c.Log.Level = "text", p.o.LogLevel
 	c.Controller.URL, c.Controller.CAFile = strings.Join(p.urls, ","), p.certs.CA
 	c.Controller.CertFile, c.Controller.KeyFile = p.certs.NodeCert(h.node.Name)
+	// Peers reach the probe API over the rails, with the nodes'
+	// certificates (mTLS); the tools are the lab's fakes.
+	c.Listen.ProbeAPI = ":" + strconv.Itoa(ProbeAPIPort)
+	c.Probes.Interval = p.ProbeInterval().String()
+	c.Probes.PeersPerInterval = probePeersPerInterval
+	c.Probes.MinFractionOfRate = probeMinFractionOfRate
+	c.Probes.Timeout = probeTimeout.String()
+	c.Probes.ToolsDir = p.ToolsDir(i)
+	if err := WriteFakeTools(c.Probes.ToolsDir, h.sysfs); err != nil {
+		return err
+	}
 	data, err := yaml.Marshal(&c)
 	if err != nil {
 		return fmt.Errorf("encode agent config of %s: %w", h.node.Name, err)
@@ -920,6 +981,17 @@ func (p *Processes) Guide() string {
 	w("  ip netns exec %s curl -s %s/metrics", f.MgmtNS(), p.AgentURL(0))
 	w("  ip netns exec %s curl -s %s/v1/status", f.MgmtNS(), p.AgentURL(0))
 	w("  ip netns exec %s %s inventory --sysfs-root %s", f.HostNS(0), filepath.Join(p.o.BinDir, AgentBinary), f.SysfsRoot(0))
+	w("")
+	if iv := p.ProbeInterval(); iv > 0 {
+		w("Probes: every %s each bound rail probes its tenant peers over the rails (mTLS, probe API :%d on the rail addresses)", iv, ProbeAPIPort)
+	} else {
+		w("Probes: no scheduled rounds; the probe API serves on :%d on the rail addresses", ProbeAPIPort)
+	}
+	w("with the lab's fake ib_write_bw, ib_write_lat and rping (%s): the tenant health has the pair matrix (pairs, pairs_ok).", filepath.Join(f.workDir, "hosts", "<node>", "tools"))
+	if h, r, peer, ok := f.exampleProbe(want); ok {
+		w("  ip netns exec %s %s --config %s probe --peer %s --rail %d --tool rping --family ipv4",
+			f.HostNS(h), filepath.Join(p.o.BinDir, AgentBinary), p.AgentConfig(h), peer, r)
+	}
 	if ok, bad := f.examplePings(want); ok != "" || bad != "" {
 		w("")
 		if ok != "" {
@@ -979,6 +1051,24 @@ func (f *Fabric) examplePings(want [][]string) (ok, bad string) {
 		}
 	}
 	return ok, bad
+}
+
+// exampleProbe is a rail of a host with a peer in its tenant (on another
+// leaf when there is one).
+func (f *Fabric) exampleProbe(want [][]string) (host, rail int, peer string, ok bool) {
+	for pass := 0; pass < 2; pass++ {
+		for h := range f.hosts {
+			for r := 0; r < f.plan.Rails; r++ {
+				for dh := range f.hosts {
+					if h == dh || want[h][r] == "" || want[h][r] != want[dh][r] || (pass == 0 && f.hosts[h].leaf == f.hosts[dh].leaf) {
+						continue
+					}
+					return h, r, f.Node(dh), true
+				}
+			}
+		}
+	}
+	return 0, 0, "", false
 }
 
 // exampleMove is a POST /v1/moves body moving a GPU to another tenant,
