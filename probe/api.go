@@ -136,9 +136,9 @@ type API struct {
 	buckets map[string]*bucket
 }
 
-// request rate per requesting node: a burst, then one a second. Honest
-// schedulers ask a few times per interval; a flood is refused before it
-// costs anything.
+// request rate per requesting rail: a burst, then one a second. An honest
+// round asks once per tool and family (at most 6 in a row), a few times
+// per interval; a flood is refused before it costs anything.
 const (
 	rateBurst = 10
 	rateEvery = time.Second
@@ -270,7 +270,9 @@ func (a *API) serveSession(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if !a.allow(peer.Node) {
+	// The rate is per requesting rail: a node probes from each of its
+	// rails on its own schedule.
+	if !a.allow(peer.Node + "/" + strconv.Itoa(peer.Rail)) {
 		w.Header().Set("Retry-After", "1")
 		a.refuse(w, http.StatusTooManyRequests, "rate_limited", "", "%s asks too often", peer.Node)
 		return

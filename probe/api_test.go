@@ -238,7 +238,7 @@ func TestProbeBandwidthThroughAPI(t *testing.T) {
 			t.Errorf("server %q lacks %q", srv, want)
 		}
 	}
-	if !strings.HasPrefix(cli, "ib_write_bw -d rxeA -i 1 -x 1 -s 65536 -n 2000 -p ") || !strings.HasSuffix(cli, " 127.0.0.2") || strings.Contains(cli, "tclass") {
+	if !strings.HasPrefix(cli, "ib_write_bw -d rxeA -i 1 -x 1 -s 65536 -n 2000 -p ") || !strings.HasSuffix(cli, " --source_ip 127.0.0.1 127.0.0.2") || strings.Contains(cli, "tclass") {
 		t.Errorf("client %q", cli)
 	}
 	if p.count("started") != 1 {

@@ -139,11 +139,11 @@ func (c *Client) Probe(ctx context.Context, rail Rail, peer Peer, t Test) Result
 		// rail's (or the path's) problem as much as a missing agent.
 		return fail(OutcomeFail, "%s", c.explain(ctx, rail, local, remote, fmt.Errorf("probe api of %s at %s: %w", peer.Node, remote, err)))
 	}
-	oob := peer.IPv4
-	if !oob.IsValid() {
-		oob = remote
+	oobFrom, oob := rail.IPv4, peer.IPv4
+	if !oobFrom.IsValid() || !oob.IsValid() {
+		oobFrom, oob = local, remote
 	}
-	cmd := ClientCommand(t, Binding{Device: rail.Device, Port: rail.Port, GIDIndex: gid, Addr: local}, remote, oob, sess.Port, rail.TClass)
+	cmd := ClientCommand(t, Binding{Device: rail.Device, Port: rail.Port, GIDIndex: gid, Addr: local}, remote, oobFrom, oob, sess.Port, rail.TClass)
 	out, err := c.run(ctx, cmd)
 	if err != nil {
 		return fail(OutcomeError, "%v", err)

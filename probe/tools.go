@@ -127,16 +127,22 @@ func ServerCommand(t Test, b Binding, port int, tclass int) Command {
 }
 
 // ClientCommand is the client of a test against a server at port.
-// perftest's out-of-band exchange goes to the peer's IPv4 rail address
-// (perftest 4.5 speaks IPv4 only there) whatever the GID family; rping
-// goes to the peer address of the family, from the rail address.
-func ClientCommand(t Test, b Binding, peer, oob netip.Addr, port int, tclass int) Command {
+// perftest's out-of-band exchange goes from this rail's IPv4 address
+// (oobFrom: --source_ip, so the connection takes the rail's policy
+// routing, not the main table) to the peer's (oob), whatever the GID
+// family: perftest 4.5 speaks IPv4 only there. rping goes to the peer
+// address of the family, from the rail address.
+func ClientCommand(t Test, b Binding, peer, oobFrom, oob netip.Addr, port int, tclass int) Command {
 	t = t.WithDefaults()
 	switch t.Tool {
 	case v1.ProbeToolReachability:
 		return Command{Name: t.Tool, Args: []string{"-c", "-I", b.Addr.String(), "-a", peer.String(), "-v", "-C", strconv.Itoa(t.Count), "-p", strconv.Itoa(port)}}
 	default:
-		return Command{Name: t.Tool, Args: append(perftestArgs(t, b, port, tclass), oob.String())}
+		args := perftestArgs(t, b, port, tclass)
+		if oobFrom.IsValid() {
+			args = append(args, "--source_ip", oobFrom.String())
+		}
+		return Command{Name: t.Tool, Args: append(args, oob.String())}
 	}
 }
 

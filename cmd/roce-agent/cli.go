@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/spf13/cobra"
@@ -334,6 +335,7 @@ The keys are in docs/config.md; the commands in docs/cli.md.
 			f.Int("rail", -1, "the rail to probe from (the peer's same rail)")
 			f.String("tool", "ib_write_bw", "ib_write_bw, ib_write_lat or rping")
 			f.String("family", "ipv4", "the GID family: ipv4 or ipv6")
+			f.Duration("wait", 30*time.Second, "how long to retry while a NIC (here or at the peer) is busy with another probe")
 			_ = cmd.RegisterFlagCompletionFunc("tool", cobra.FixedCompletions(probe.Tools, cobra.ShellCompDirectiveNoFileComp))
 			_ = cmd.RegisterFlagCompletionFunc("family", cobra.FixedCompletions([]string{"ipv4", "ipv6"}, cobra.ShellCompDirectiveNoFileComp))
 		}

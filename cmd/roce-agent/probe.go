@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/roce-agent/roce-agent/agent"
 	"github.com/roce-agent/roce-agent/probe"
@@ -80,7 +81,24 @@ func runProbe(env *cliEnv) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	tests := agent.ProbeTests(env.cfg.Probes, []string{tool}, []string{family})
+	// A busy NIC (the daemon's probe here, or any at the peer) is waited
+	// for, up to --wait: busy says nothing about the rail.
+	wait, _ := f.GetDuration("wait")
+	deadline := time.Now().Add(wait)
 	res := client.Probe(ctx, *r, *peer, tests[0])
+	for attempt := 1; res.Outcome == probe.OutcomeBusy; attempt++ {
+		pause := probe.RetryAfter(res.RetryAfter, attempt, nil)
+		if time.Now().Add(pause).After(deadline) {
+			break
+		}
+		env.log.Info("busy; retrying", "reason", res.Error, "in", pause.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+		res = client.Probe(ctx, *r, *peer, tests[0])
+	}
 	if env.output == "json" {
 		if err := agent.WriteJSON(env.stdout, res.ProbeResult); err != nil {
 			return err

@@ -114,18 +114,15 @@ perftest() {
 		exit 0
 	fi
 	gaddr=$(gid_addr "$dir" "$gidx") || fail " Failed to query GID index $gidx of $dev port $ibport" "Couldn't get context for the device"
-	# The out-of-band exchange (TCP to the host argument, IPv4) and the
-	# RDMA traffic leave from the rail: from --source_ip when given, else
-	# from the port's IPv4 GID (see docs/lab.md on what this does not
-	# model).
-	from=$src
-	if [ -z "$from" ]; then
-		case $gaddr in
-		*:*) from=$(first_v4 "$dir") || fail "Couldn't connect to $host:$port" ;;
-		*) from=$gaddr ;;
-		esac
+	# The out-of-band exchange (TCP to the host argument, IPv4) leaves
+	# from --source_ip when given; without it the kernel picks the route
+	# from the main table, as real perftest does, which on a host with
+	# per-rail policy routing does not reach the peer's rail.
+	if [ -n "$src" ]; then
+		reaches "$src" "$host" || fail "Couldn't connect to $host:$port"
+	else
+		ping -n -q -c 1 -W 1 "$host" >/dev/null 2>&1 || fail "Couldn't connect to $host:$port"
 	fi
-	reaches "$from" "$host" || fail "Couldn't connect to $host:$port"
 	case $tool:$gaddr in
 	ib_write_bw:*) cat "$here/ib_write_bw.client.txt" ;;
 	ib_write_lat:*:*) cat "$here/ib_write_lat_v6.client.txt" ;;

@@ -1,0 +1,87 @@
+# guest-lib.sh - helpers of the soft-RoCE guest scripts (sourced, bash).
+# Needs guest.env loaded (NODE, HOST4, PEER4, ...) and RES (the results dir).
+
+log() { echo "[$NODE $(cut -d' ' -f1 /proc/uptime)] $*"; }
+die() { log "FATAL: $*"; exit 1; }
+now() { date +%s.%N; }
+
+# ifname_by_mac MAC: the guest's NIC names depend on probe order; the MACs are ours.
+ifname_by_mac() {
+  local d
+  for d in /sys/class/net/*; do
+    [ "$(cat "$d/address")" = "$1" ] && { basename "$d"; return 0; }
+  done
+  return 1
+}
+
+# gid_value ADDR: the GID sysfs shows for an address (IPv4 is v4-mapped).
+gid_value() {
+  local a=$1 l r g out="" i n
+  if [[ $a != *:* ]]; then
+    # shellcheck disable=SC2086
+    printf '0000:0000:0000:0000:0000:ffff:%02x%02x:%02x%02x\n' ${a//./ }
+    return
+  fi
+  if [[ $a == *::* ]]; then l=${a%%::*} r=${a#*::}; else l=$a r=; fi
+  local -a L=() R=() G=()
+  [ -n "$l" ] && IFS=: read -ra L <<<"$l"
+  [ -n "$r" ] && IFS=: read -ra R <<<"$r"
+  n=$((8 - ${#L[@]} - ${#R[@]}))
+  G=("${L[@]}")
+  for ((i = 0; i < n; i++)); do G+=(0); done
+  G+=("${R[@]}")
+  for g in "${G[@]}"; do out+=$(printf '%04x:' "0x$g"); done
+  echo "${out%:}"
+}
+
+# gid_index ADDR: the RoCE v2 GID index of a rail address, found by value
+# (indexes are not stable across address changes). Fails when there is none.
+gid_index() {
+  local want f i
+  want=$(gid_value "$1")
+  for f in /sys/class/infiniband/rxe0/ports/1/gids/*; do
+    i=${f##*/}
+    [ "$(cat "$f" 2>/dev/null)" = "$want" ] || continue
+    [ "$(cat /sys/class/infiniband/rxe0/ports/1/gid_attrs/types/"$i" 2>/dev/null)" = "RoCE v2" ] || continue
+    echo "$i"
+    return 0
+  done
+  return 1
+}
+
+# counters: this guest's RDMA and rail packet counters, one JSON object.
+counters() {
+  local hw=/sys/class/infiniband/rxe0/ports/1/hw_counters st=/sys/class/net/rail0/statistics
+  printf '{"rxe_sent_pkts":%s,"rxe_rcvd_pkts":%s,"rail_tx_packets":%s,"rail_rx_packets":%s}\n' \
+    "$(cat $hw/sent_pkts)" "$(cat $hw/rcvd_pkts)" "$(cat $st/tx_packets)" "$(cat $st/rx_packets)"
+}
+
+# status_ok: the agent's rail 0 has its addresses and routing (and the link is up).
+status_ok() {
+  curl -sf -m 5 http://127.0.0.1:9487/v1/status 2>/dev/null | jq -e '
+    [.rails[]? | select(.rail == 0) | .conditions[] | select(.status == "True") | .type] as $t
+    | ($t | index("AddressesReady")) and ($t | index("RoutingReady")) and ($t | index("LinkUp"))' >/dev/null || return 1
+}
+
+# wait_for SECONDS WHAT CMD...: poll CMD every half second; CMD's exit
+# status 2 means "never": give up at once.
+wait_for() {
+  local limit=$1 what=$2 t0 rc
+  shift 2
+  t0=$SECONDS
+  while :; do
+    rc=0
+    "$@" || rc=$?
+    ((rc == 0)) && break
+    ((rc != 2)) || { log "gave up waiting for $what"; return 1; }
+    ((SECONDS - t0 < limit)) || { log "timed out after ${limit}s waiting for $what"; return 1; }
+    sleep 0.5
+  done
+  log "$what after $((SECONDS - t0))s"
+}
+
+# dump_agent PREFIX: the agent's /v1/status and /metrics into the results.
+dump_agent() {
+  curl -s -m 10 http://127.0.0.1:9487/v1/status >"$RES/$1-status.json" || true
+  curl -s -m 10 http://127.0.0.1:9487/metrics >"$RES/$1-metrics.txt" || true
+}
