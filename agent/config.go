@@ -36,6 +36,18 @@ type Config struct {
 	Controller ControllerConfig `mapstructure:"controller"`
 	// Probes pace and size the peer probes (docs/probes.md).
 	Probes ProbesConfig `mapstructure:"probes"`
+	// HostPins pin rails to NICs on this host: a host fact, so it is an
+	// agent setting and applies in controller mode too, where rails[]
+	// comes from the controller (a host whose NICs the inventory cannot
+	// place on rails by GPU affinity: no GPU, soft-RoCE).
+	HostPins []HostPin `mapstructure:"pins"`
+}
+
+// HostPin pins a rail to a netdev or an RDMA device.
+type HostPin struct {
+	Rail       *int   `mapstructure:"rail"`
+	Netdev     string `mapstructure:"netdev"`
+	RDMADevice string `mapstructure:"rdma_device"`
 }
 
 // ProbesConfig paces and sizes the probes a node runs against its rails'
@@ -243,6 +255,7 @@ func (c Config) Validate() error {
 			fail("listen.probe_api", "needs the node's certificate (controller.cert_file, controller.key_file) and the fabric CA (controller.ca_file) to authenticate peers, or probes.insecure_http for a lab")
 		}
 	}
+	errs = append(errs, c.pinProblems()...)
 	errs = append(errs, c.Probes.problems()...)
 	errs = append(errs, c.Controller.problems()...)
 	errs = append(errs, c.NodeConfig.Problems()...)
@@ -250,16 +263,59 @@ func (c Config) Validate() error {
 }
 
 // Pins returns the rail pins of the configuration: the rails[] entries
-// that name a netdev or an RDMA device.
+// that name a netdev or an RDMA device, then the pins[] of rails that
+// rails[] does not pin.
 func (c Config) Pins() []topology.RailPin {
-	pins := make([]topology.RailPin, 0, len(c.Rails))
+	pins := make([]topology.RailPin, 0, len(c.Rails)+len(c.HostPins))
+	pinned := map[int]bool{}
 	for _, r := range c.Rails {
 		if r.Rail == nil || (r.Netdev == "" && r.RDMADevice == "") {
 			continue
 		}
+		pinned[*r.Rail] = true
 		pins = append(pins, topology.RailPin{Rail: *r.Rail, Netdev: r.Netdev, RDMADevice: r.RDMADevice})
 	}
+	for _, p := range c.HostPins {
+		if p.Rail != nil && !pinned[*p.Rail] {
+			pins = append(pins, topology.RailPin{Rail: *p.Rail, Netdev: p.Netdev, RDMADevice: p.RDMADevice})
+		}
+	}
 	return pins
+}
+
+// pinProblems names every invalid pins[] entry, and a pin that rails[]
+// contradicts.
+func (c Config) pinProblems() []error {
+	var errs []error
+	seen := map[int]bool{}
+	for i, p := range c.HostPins {
+		field := fmt.Sprintf("pins[%d]", i)
+		switch {
+		case p.Rail == nil:
+			errs = append(errs, fmt.Errorf("%s.rail: required", field))
+			continue
+		case *p.Rail < 0 || *p.Rail > 255:
+			errs = append(errs, fmt.Errorf("%s.rail: %d is outside 0-255", field, *p.Rail))
+			continue
+		case seen[*p.Rail]:
+			errs = append(errs, fmt.Errorf("%s.rail: rail %d is pinned twice", field, *p.Rail))
+		case p.Netdev == "" && p.RDMADevice == "":
+			errs = append(errs, fmt.Errorf("%s: names neither netdev nor rdma_device", field))
+		}
+		seen[*p.Rail] = true
+		if p.Netdev != "" {
+			if err := v1.CheckNetdevName(p.Netdev); err != nil {
+				errs = append(errs, fmt.Errorf("%s.netdev: %w", field, err))
+			}
+		}
+		for _, r := range c.Rails {
+			if r.Rail != nil && *r.Rail == *p.Rail && (r.Netdev != "" || r.RDMADevice != "") &&
+				(r.Netdev != p.Netdev || r.RDMADevice != p.RDMADevice) {
+				errs = append(errs, fmt.Errorf("%s: rails[] pins rail %d to %s%s already", field, *p.Rail, r.Netdev, r.RDMADevice))
+			}
+		}
+	}
+	return errs
 }
 
 // QoSProfile converts the qos section into the engine's profile, with the

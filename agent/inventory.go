@@ -165,7 +165,7 @@ func (inv *Inventory) countWarnings() []nic.Warning {
 		if len(inv.NonRail) == 0 {
 			return nil
 		}
-		return []nic.Warning{warn(nic.WarnGPUNICCount, "no GPUs but %d RDMA NICs that are not rails; rails come only from rails[] in the config", len(inv.NonRail))}
+		return []nic.Warning{warn(nic.WarnGPUNICCount, "no GPUs but %d RDMA NICs that are not rails; rails come only from pins (pins[] or rails[] in the config)", len(inv.NonRail))}
 	}
 	var out []nic.Warning
 	gpuRails := 0

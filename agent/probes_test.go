@@ -159,3 +159,30 @@ func TestProbesConfigValidation(t *testing.T) {
 		t.Fatalf("valid probes settings refused: %v", err)
 	}
 }
+
+func TestHostPins(t *testing.T) {
+	rail := func(n int) *int { return &n }
+	c := DefaultConfig()
+	c.HostPins = []HostPin{{Rail: rail(0), Netdev: "rail0"}, {Rail: rail(1), RDMADevice: "rxe1"}}
+	c.Rails = []RailConfig{{Rail: rail(1), RDMADevice: "rxe1"}, {Rail: rail(2), Netdev: "eth2"}}
+	pins := c.Pins()
+	if len(pins) != 3 || pins[0].Rail != 1 || pins[1].Rail != 2 || pins[2].Rail != 0 || pins[2].Netdev != "rail0" {
+		t.Fatalf("pins %+v", pins)
+	}
+	for _, tc := range []struct {
+		pins []HostPin
+		want string
+	}{
+		{[]HostPin{{Netdev: "x"}}, "pins[0].rail: required"},
+		{[]HostPin{{Rail: rail(256), Netdev: "x"}}, "pins[0].rail: 256 is outside 0-255"},
+		{[]HostPin{{Rail: rail(3)}}, "pins[0]: names neither netdev nor rdma_device"},
+		{[]HostPin{{Rail: rail(3), Netdev: "a"}, {Rail: rail(3), Netdev: "b"}}, "pins[1].rail: rail 3 is pinned twice"},
+		{[]HostPin{{Rail: rail(3), Netdev: "a b"}}, "pins[0].netdev:"},
+		{[]HostPin{{Rail: rail(2), Netdev: "eth9"}}, "pins[0]: rails[] pins rail 2 to eth2 already"},
+	} {
+		c.HostPins = tc.pins
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.pins, err, tc.want)
+		}
+	}
+}

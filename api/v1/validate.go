@@ -330,3 +330,7 @@ func checkPoolRoom(p netip.Prefix, index int, field string, fail failFunc) {
 		fail(field, "%s has room for %s nodes; node.index is %d", p, room, index)
 	}
 }
+
+// CheckNetdevName says why a string is not a Linux interface name (nil
+// when it is one).
+func CheckNetdevName(name string) error { return validNetdevName(name) }
