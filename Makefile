@@ -15,7 +15,7 @@ EXAMPLE     ?= dgx-h100
 export CGO_ENABLED := 1
 export CGO_CFLAGS  := -Wno-deprecated-declarations
 
-.PHONY: help build run lab lab-clean test test-unit fuzz bench bench-controller lint tools golden clean
+.PHONY: help build run lab lab-clean test test-unit test-rxe fuzz bench bench-controller lint tools golden clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ test: test-unit fuzz ## every test tier that runs here, then a short fuzz of eve
 
 test-unit: ## go test -race over all packages (root-only tests skip with a message when not root)
 	$(GO) test -race -count=1 ./...
+
+test-rxe: ## the soft-RoCE tier: two qemu guests with rdma_rxe, real RoCEv2 between them (root; apt-installs qemu and the RDMA tools; ~5 minutes)
+	ROCE_RXE=1 $(GO) test -count=1 -v -timeout 30m ./e2e/rxe/
 
 fuzz: ## run each fuzz target for FUZZTIME (default 3s)
 	@set -e; for pkg in $$($(GO) list ./...); do \

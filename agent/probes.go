@@ -554,7 +554,7 @@ func probeConditions(r probe.Rail, served bool, results []probe.Result, rateGbps
 		case res.Error != "":
 			bwBad = append(bwBad, who+": "+res.Error)
 		case res.ProbeResult.Bandwidth != nil && rateGbps > 0 && res.ProbeResult.Bandwidth.AvgGbps < minFraction*rateGbps:
-			bwBad = append(bwBad, fmt.Sprintf("%s: %.2f Gb/s, below %.0f%% of the %.0f Gb/s port rate", who, res.ProbeResult.Bandwidth.AvgGbps, minFraction*100, rateGbps))
+			bwBad = append(bwBad, fmt.Sprintf("%s: %.2f Gb/s, below %.3g%% of the %.0f Gb/s port rate", who, res.ProbeResult.Bandwidth.AvgGbps, minFraction*100, rateGbps))
 		case res.ProbeResult.Bandwidth != nil:
 			bwOK = append(bwOK, who)
 			if bwFirst == "" {
@@ -586,7 +586,7 @@ func probeConditions(r probe.Rail, served bool, results []probe.Result, rateGbps
 			}
 		}
 	case len(bwOK) > 0 && rateGbps > 0:
-		bw.Status, bw.Reason, bw.Message = StatusTrue, "AtRate", fmt.Sprintf("%d of %d at or above %.0f%% of %.0f Gb/s; %s", len(bwOK), len(bwOK), minFraction*100, rateGbps, bwFirst)
+		bw.Status, bw.Reason, bw.Message = StatusTrue, "AtRate", fmt.Sprintf("%d of %d at or above %.3g%% of %.0f Gb/s; %s", len(bwOK), len(bwOK), minFraction*100, rateGbps, bwFirst)
 	case len(bwOK) > 0:
 		bw.Status, bw.Reason, bw.Message = StatusUnknown, "RateUnknown", "the port rate is unknown; "+bwFirst
 	default:

@@ -19,7 +19,9 @@
 # 127.0.0.1:PORT as 10.0.2.2:PORT (the controller), nothing reaches the guest.
 # romfile= drops the NICs' iPXE option ROMs: the kernel boots directly.
 # The console goes to stdout. Env: RXE_WORK (prepare.sh's), RXE_MEM=1024 (MiB),
-# RXE_SMP=1: two guests share the host's two cores.
+# RXE_SMP=1: two guests share the host's two cores; RXE_CPU: pin qemu to these
+# host CPUs (taskset), so that the two guests do not trade cores mid-test;
+# RXE_APPEND: more kernel arguments (loglevel=7 shows what quiet hides).
 set -euo pipefail
 
 [ $# = 6 ] || { echo "usage: boot.sh NAME DIR listen|connect SOCKET MAC_LINK MAC_MGMT" >&2; exit 2; }
@@ -35,11 +37,15 @@ case $MODE in
   *) echo "boot.sh: link mode must be listen or connect, not $MODE" >&2; exit 2 ;;
 esac
 
-# exec: the caller's signals (and process-group kill) reach qemu itself
-exec qemu-system-x86_64 -name "$NAME" -accel tcg,thread=multi \
+PIN=()
+[ -n "${RXE_CPU:-}" ] && PIN=(taskset -c "$RXE_CPU")
+# tsc=reliable: without it perftest cannot calibrate the TSC under TCG and
+# prints inf/nan latencies. exec: the caller's signals (and its kill of the
+# process group) reach qemu itself.
+exec "${PIN[@]}" qemu-system-x86_64 -name "$NAME" -accel tcg,thread=multi \
   -m "${RXE_MEM:-1024}" -smp "${RXE_SMP:-1}" -nographic -no-reboot \
   -kernel "$KERNEL" -initrd "$INITRD" \
-  -append "console=ttyS0 quiet panic=-1 tsc=reliable rxe.dir=$DIR rxe.init=$HERE/guest-init" \
+  -append "console=ttyS0 quiet panic=-1 tsc=reliable rxe.dir=$DIR rxe.init=$HERE/guest-init ${RXE_APPEND:-}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$DIR,mount_tag=guestdir,security_model=none" \
   -netdev "stream,id=fab,server=$server,addr.type=unix,addr.path=$SOCK" \

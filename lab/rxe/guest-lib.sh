@@ -34,26 +34,29 @@ gid_value() {
   echo "${out%:}"
 }
 
+# rd VAR FILE: read a sysfs value into VAR without a fork (forks are slow
+# under TCG, and the GID table has hundreds of entries); "" when unreadable.
+rd() { read -r "$1" 2>/dev/null <"$2" || printf -v "$1" ''; }
+
 # gid_index ADDR: the RoCE v2 GID index of a rail address, found by value
 # (indexes are not stable across address changes). Fails when there is none.
 gid_index() {
-  local want f i
+  local want i g t p=/sys/class/infiniband/rxe0/ports/1
   want=$(gid_value "$1")
-  for f in /sys/class/infiniband/rxe0/ports/1/gids/*; do
-    i=${f##*/}
-    [ "$(cat "$f" 2>/dev/null)" = "$want" ] || continue
-    [ "$(cat /sys/class/infiniband/rxe0/ports/1/gid_attrs/types/"$i" 2>/dev/null)" = "RoCE v2" ] || continue
-    echo "$i"
-    return 0
+  for ((i = 0; ; i++)); do
+    [ -e "$p/gids/$i" ] || return 1
+    rd g "$p/gids/$i"
+    [ "$g" = "$want" ] || continue
+    rd t "$p/gid_attrs/types/$i"
+    [ "$t" = "RoCE v2" ] && { echo "$i"; return 0; }
   done
-  return 1
 }
 
 # counters: this guest's RDMA and rail packet counters, one JSON object.
 counters() {
-  local hw=/sys/class/infiniband/rxe0/ports/1/hw_counters st=/sys/class/net/rail0/statistics
-  printf '{"rxe_sent_pkts":%s,"rxe_rcvd_pkts":%s,"rail_tx_packets":%s,"rail_rx_packets":%s}\n' \
-    "$(cat $hw/sent_pkts)" "$(cat $hw/rcvd_pkts)" "$(cat $st/tx_packets)" "$(cat $st/rx_packets)"
+  local hw=/sys/class/infiniband/rxe0/ports/1/hw_counters st=/sys/class/net/rail0/statistics s r tx rx
+  rd s $hw/sent_pkts; rd r $hw/rcvd_pkts; rd tx $st/tx_packets; rd rx $st/rx_packets
+  printf '{"rxe_sent_pkts":%s,"rxe_rcvd_pkts":%s,"rail_tx_packets":%s,"rail_rx_packets":%s}\n' "${s:-null}" "${r:-null}" "${tx:-null}" "${rx:-null}"
 }
 
 # status_ok: the agent's rail 0 has its addresses and routing (and the link is up).
@@ -84,4 +87,31 @@ wait_for() {
 dump_agent() {
   curl -s -m 10 http://127.0.0.1:9487/v1/status >"$RES/$1-status.json" || true
   curl -s -m 10 http://127.0.0.1:9487/metrics >"$RES/$1-metrics.txt" || true
+}
+
+# start_agent CONFIG: roce-agent run in the background, its pid in
+# /run/agent.pid (the driver restarts it with another config).
+start_agent() {
+  "$BIN/roce-agent" --config "$1" run >>"$RES/agent.log" 2>&1 &
+  echo $! >/run/agent.pid
+}
+
+# stop_agent: SIGTERM, and wait until it is gone (it holds the state lock).
+stop_agent() {
+  local pid i
+  read -r pid </run/agent.pid || return 0
+  kill "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    [ -e "/proc/$pid" ] || return 0
+    sleep 0.2
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+# agent_ok: converged, or 2 ("give up") once the agent exited.
+agent_ok() {
+  local pid
+  read -r pid </run/agent.pid
+  [ -e "/proc/$pid" ] || { log "roce-agent exited: $(tail -5 "$RES/agent.log")"; return 2; }
+  status_ok
 }

@@ -43,9 +43,14 @@ if [ -n "$need" ]; then
     missing "apt-get install failed; missing:$need"
 fi
 
-# ---- Debian's kernel: whatever linux-image-amd64 currently points at
-KPKG=${RXE_KERNEL_PKG:-$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')}
-[ -n "$KPKG" ] || missing "apt-cache knows no linux-image-amd64 (no Debian package lists?)"
+# ---- Debian's 6.12 kernel (Debian 12 ships it next to 6.1): whatever
+# linux-image-6.12-amd64 points at. Not 6.1: its rdma_rxe spins in softirq
+# when the leaf drops its frames (the MTU break), a soft lockup that hangs a
+# one-CPU guest; 6.12's rxe fails the work request instead. RXE_KERNEL_PKG
+# picks another package.
+KMETA=linux-image-6.12-amd64
+KPKG=${RXE_KERNEL_PKG:-$(apt-cache depends "$KMETA" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')}
+[ -n "$KPKG" ] || missing "apt-cache knows no $KMETA (no Debian 12 package lists?)"
 cd "$WORK/debs"
 if ! ls "${KPKG}"_*.deb >/dev/null 2>&1; then
   apt-get download -q "$KPKG" >&2 || { apt-get update -q >&2 && apt-get download -q "$KPKG" >&2; } ||
