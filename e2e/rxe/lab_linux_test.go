@@ -100,6 +100,42 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
+// scripts copies lab/rxe into the run directory, once, and returns the
+// copy: the guests run the scripts from there, because they see the host's
+// root read-only with tmpfs over /tmp (where a checkout may live) and the
+// run directory read-write at its host path.
+func (l *lab) scripts() string {
+	dst := filepath.Join(l.run, "scripts")
+	if _, err := os.Stat(dst); err == nil {
+		return dst
+	}
+	src := filepath.Join(l.repo, "lab", "rxe")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		info, err := e.Info()
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, info.Mode().Perm()); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	return dst
+}
+
 // prepare runs lab/rxe/prepare.sh; its exit status 3 means "this host
 // cannot have it": the test skips with its message.
 func (l *lab) prepare() {
@@ -384,7 +420,7 @@ func (l *lab) agentConfig(node, identity string, interval time.Duration) string 
 // console-NAME.log and its own log lines into the test log.
 func (l *lab) boot(g *guest, mode, sock string) {
 	t := l.t
-	cmd := exec.Command(filepath.Join(l.repo, "lab", "rxe", "boot.sh"), g.name, g.dir, mode, sock, g.macLink, g.macMgmt)
+	cmd := exec.Command(filepath.Join(l.scripts(), "boot.sh"), g.name, g.dir, mode, sock, g.macLink, g.macMgmt)
 	cmd.Env = append(os.Environ(), "RXE_WORK="+l.work)
 	if runtime.NumCPU() >= 2 && os.Getenv("RXE_CPU") == "" {
 		// one host core each: the guests' vCPUs do not trade cores mid-test
