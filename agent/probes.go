@@ -258,29 +258,30 @@ func (p *Prober) Record(r probe.Result) {
 	flipped := !had || (prev.Outcome == probe.OutcomePass) != (r.Outcome == probe.OutcomePass)
 	switch {
 	case r.Outcome == probe.OutcomePass && flipped && had:
-		log.Info("probe passes again", "result", describe(r))
+		log.Info("probe passes again", "result", DescribeProbe(r.ProbeResult))
 	case r.Outcome != probe.OutcomePass && (flipped || prev.Error != r.Error):
 		log.Warn("probe failed", "outcome", r.Outcome, "err", r.Error)
 	default:
-		log.Debug("probe", "outcome", r.Outcome, "result", describe(r))
+		log.Debug("probe", "outcome", r.Outcome, "result", DescribeProbe(r.ProbeResult))
 	}
 	if flipped && p.changed != nil {
 		p.changed()
 	}
 }
 
-// describe is a result's figure in words.
-func describe(r probe.Result) string {
+// DescribeProbe is a probe result's figure in words (its error when it
+// failed): the daemon's logs and roce-agent probe's table.
+func DescribeProbe(r v1.ProbeResult) string {
 	switch {
 	case r.Error != "":
 		return r.Error
-	case r.ProbeResult.Bandwidth != nil:
-		return fmt.Sprintf("%.2f Gb/s average, %.2f peak, %d x %d B", r.ProbeResult.Bandwidth.AvgGbps, r.ProbeResult.Bandwidth.PeakGbps, r.ProbeResult.Bandwidth.Iterations, r.ProbeResult.Bandwidth.MessageBytes)
-	case r.ProbeResult.Latency != nil:
-		l := r.ProbeResult.Latency
-		return fmt.Sprintf("%.2f us typical, %.2f min, %.2f p99, %.2f p99.9", l.TypicalUs, l.MinUs, l.P99Us, l.P999Us)
-	case r.Reachable != nil:
-		return "reachable"
+	case r.Bandwidth != nil:
+		return fmt.Sprintf("%.2f Gb/s average, %.2f Gb/s peak (%d x %d B)", r.Bandwidth.AvgGbps, r.Bandwidth.PeakGbps, r.Bandwidth.Iterations, r.Bandwidth.MessageBytes)
+	case r.Latency != nil:
+		l := r.Latency
+		return fmt.Sprintf("%.2f us typical, %.2f min, %.2f p99, %.2f p99.9 (%d x %d B)", l.TypicalUs, l.MinUs, l.P99Us, l.P999Us, l.Iterations, l.MessageBytes)
+	case r.Reachable != nil && *r.Reachable:
+		return "reachable over RDMA CM"
 	}
 	return ""
 }

@@ -40,9 +40,6 @@ func (b *Busy) Error() string {
 	return fmt.Sprintf("%s is busy with %s; retry in %s", b.NIC, b.What, b.RetryAfter.Round(time.Second))
 }
 
-// DefaultRetryAfter is the hint when the holder's end is not known.
-const DefaultRetryAfter = 5 * time.Second
-
 // Acquire takes nic's slot for a test expected to last expect, or says
 // how long it is busy for. The release function frees it; calling it
 // twice is harmless.
@@ -67,7 +64,7 @@ func (s *Slots) Acquire(nic, what string, expect time.Duration) (func(), error) 
 			return nil, err
 		}
 		if f == nil {
-			return nil, &Busy{NIC: nic, What: "a probe of another process", RetryAfter: DefaultRetryAfter}
+			return nil, &Busy{NIC: nic, What: "a probe of another process", RetryAfter: DefaultBusyHint}
 		}
 		lock = f
 	}

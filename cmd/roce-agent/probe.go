@@ -123,17 +123,7 @@ func writeProbeTable(env *cliEnv, res probe.Result) error {
 	w := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "RAIL\tPEER\tTOOL\tFAMILY\tOUTCOME\tRESULT\n")
 	r := res.ProbeResult
-	var figure string
-	switch {
-	case r.Error != "":
-		figure = r.Error
-	case r.Bandwidth != nil:
-		figure = fmt.Sprintf("%.2f Gb/s average, %.2f Gb/s peak (%d x %d B)", r.Bandwidth.AvgGbps, r.Bandwidth.PeakGbps, r.Bandwidth.Iterations, r.Bandwidth.MessageBytes)
-	case r.Latency != nil:
-		figure = fmt.Sprintf("%.2f us typical, %.2f min, %.2f p99, %.2f p99.9 (%d x %d B)", r.Latency.TypicalUs, r.Latency.MinUs, r.Latency.P99Us, r.Latency.P999Us, r.Latency.Iterations, r.Latency.MessageBytes)
-	case r.Reachable != nil && *r.Reachable:
-		figure = "reachable over RDMA CM"
-	}
+	figure := agent.DescribeProbe(r)
 	fmt.Fprintf(w, "%d\t%s/%d\t%s\t%s\t%s\t%s\n", r.Rail, r.PeerNode, r.PeerRail, r.Tool, r.Family, res.Outcome, figure)
 	return w.Flush()
 }
