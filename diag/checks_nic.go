@@ -13,13 +13,13 @@ func init() {
 	register(
 		Check{
 			ID: "NIC-PORT-001", Title: "rail port active",
-			Doc: "Each rail's RDMA port must be ACTIVE with its physical state LinkUp (`/sys/class/infiniband/<dev>/ports/<n>/state`, `phys_state`); a rail whose pinned NIC is missing fails here too.",
+			Doc:    "Each rail's RDMA port must be ACTIVE with its physical state LinkUp (`/sys/class/infiniband/<dev>/ports/<n>/state`, `phys_state`); a rail whose pinned NIC is missing fails here too.",
 			Remedy: "check the cable or optic and the leaf port (admin up, no errdisable); `ip link set <netdev> up`; for a port stuck in Polling, check the speed and FEC the leaf expects",
 			Run:    checkPortActive,
 		},
 		Check{
 			ID: "NIC-SPEED-001", Title: "rail port speed uniform",
-			Doc: "Every active rail port should run at the same rate (`ports/<n>/rate`): the expected rate is the most common among the rails, and a rail below it fails.",
+			Doc:    "Every active rail port should run at the same rate (`ports/<n>/rate`): the expected rate is the most common among the rails, and a rail below it fails.",
 			Remedy: "a rail slower than the others slows every collective to its speed: check the optic or cable (reseat it), the leaf port's speed and FEC, and the NIC's link mode (`ethtool <netdev>`)",
 			Run:    checkPortSpeed,
 		},
