@@ -148,6 +148,9 @@ type Check struct {
 	Doc string
 	// Remedy is the default remedy of a result that is not PASS.
 	Remedy string
+	// Timeout overrides Options.CheckTimeout for a check that waits on
+	// purpose (sampling counters, listening for LLDP frames).
+	Timeout time.Duration
 	// Run returns one result per subject; none means the check had
 	// nothing to look at (reported as one SKIP).
 	Run func(ctx context.Context, e *Env) []Result
@@ -294,7 +297,11 @@ func Run(ctx context.Context, e *Env, checks []Check, opts Options) *Report {
 				return
 			}
 			defer func() { <-sem }()
-			results[i] = runOne(ctx, e, c, opts.CheckTimeout)
+			timeout := opts.CheckTimeout
+			if c.Timeout > 0 {
+				timeout = c.Timeout
+			}
+			results[i] = runOne(ctx, e, c, timeout)
 		}()
 	}
 	wg.Wait()
