@@ -100,7 +100,7 @@ func (e *Engine) planDCQCN(p Profile, t Target) ([]Change, string, error) {
 		ccDir := path.Join(devDir, "ports", strconv.Itoa(port), "cc")
 		fileOf = func(_, file string) string { return path.Join(ccDir, file) }
 		if !e.Files.Exists(devDir) {
-			setup = append(setup, Change{Command: "mkdir " + e.Files.HostPath(devDir), do: func() error { return e.Files.Mkdir(devDir) }})
+			setup = append(setup, Change{Command: "mkdir " + e.Files.HostPath(devDir), Knob: KnobDCQCN, Was: "no bnxt_re configfs group for " + t.RDMADevice, do: func() error { return e.Files.Mkdir(devDir) }})
 		}
 		if d.Enabled != nil {
 			v := int64(0)
@@ -139,6 +139,7 @@ func (e *Engine) planDCQCN(p Profile, t Target) ([]Change, string, error) {
 	}
 	out := append([]Change(nil), setup...)
 	for _, w := range writes {
+		was := ""
 		if len(setup) == 0 {
 			raw, err := e.Files.ReadString(w.file)
 			if err != nil {
@@ -155,16 +156,21 @@ func (e *Engine) planDCQCN(p Profile, t Target) ([]Change, string, error) {
 			if cur == w.want {
 				continue
 			}
+			was = fmt.Sprintf("%s %d", path.Base(w.file), cur)
 		}
 		v := strconv.FormatInt(w.want, 10)
 		if hex {
 			v = fmt.Sprintf("0x%x", w.want)
 		}
-		out = append(out, e.echo(w.file, v))
+		c := e.echo(w.file, v)
+		c.Knob, c.Was = KnobDCQCN, was
+		out = append(out, c)
 	}
 	if hex && len(out) > len(setup) {
 		apply := path.Join(path.Dir(writes[0].file), "apply")
-		out = append(out, e.echo(apply, "0x1"))
+		c := e.echo(apply, "0x1")
+		c.Knob = KnobDCQCN
+		out = append(out, c)
 	}
 	return out, "", nil
 }

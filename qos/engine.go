@@ -46,8 +46,28 @@ type Change struct {
 	Netdev  string
 	Group   Group
 	Command string
-	do      func() error
+	// Knob is the setting the change is about: one of the Knob constants.
+	Knob Knob
+	// Was is what the NIC has now, as the command's words would say it
+	// ("" when it has nothing or it was not read).
+	Was string
+	do  func() error
 }
+
+// Knob is one QoS setting, finer than a group: what `roce-agent diag`
+// reports each change under.
+type Knob string
+
+// The knobs.
+const (
+	KnobDCBX  Knob = "dcbx"
+	KnobTrust Knob = "trust"
+	KnobDSCP  Knob = "dscp-map"
+	KnobPFC   Knob = "pfc"
+	KnobETS   Knob = "ets"
+	KnobToS   Knob = "tos"
+	KnobDCQCN Knob = "dcqcn"
+)
 
 // Unsupported says a group cannot be applied on a NIC, and why. It is a
 // condition, not an error: the rest of the NIC's QoS still applies.
@@ -191,7 +211,7 @@ func (e *Engine) planDCB(p Profile, t Target) ([]Change, string, error) {
 			return nil, "", err
 		}
 		if err == nil && mode&DCBXHost == 0 {
-			out = append(out, Change{Command: fmt.Sprintf("dcb dcbx set dev %s host ieee", dev),
+			out = append(out, Change{Command: fmt.Sprintf("dcb dcbx set dev %s host ieee", dev), Knob: KnobDCBX, Was: fmt.Sprintf("dcbx mode 0x%02x (not host)", mode),
 				do: func() error { return e.DCB.SetDCBX(dev, DCBXHost|DCBXVerIEEE) }})
 		}
 	}
@@ -205,7 +225,9 @@ func (e *Engine) planDCB(p Profile, t Target) ([]Change, string, error) {
 			return nil, "", fmt.Errorf("read %s: %w", e.Files.HostPath(trustFile), err)
 		}
 		if cur != p.Trust {
-			out = append(out, e.echo(trustFile, p.Trust))
+			c := e.echo(trustFile, p.Trust)
+			c.Knob, c.Was = KnobTrust, "trust "+cur
+			out = append(out, c)
 		}
 	}
 
@@ -240,11 +262,11 @@ func (e *Engine) planDCB(p Profile, t Target) ([]Change, string, error) {
 		}
 	}
 	if len(add) > 0 {
-		out = append(out, Change{Command: fmt.Sprintf("dcb app add dev %s dscp-prio %s", dev, appList(add)),
+		out = append(out, Change{Command: fmt.Sprintf("dcb app add dev %s dscp-prio %s", dev, appList(add)), Knob: KnobDSCP, Was: dscpWas(add, have),
 			do: func() error { return e.DCB.SetIEEE(dev, IEEE{Apps: add}) }})
 	}
 	if len(del) > 0 {
-		out = append(out, Change{Command: fmt.Sprintf("dcb app del dev %s dscp-prio %s", dev, appList(del)),
+		out = append(out, Change{Command: fmt.Sprintf("dcb app del dev %s dscp-prio %s", dev, appList(del)), Knob: KnobDSCP, Was: "dscp-prio " + appList(del),
 			do: func() error { return e.DCB.DelApps(dev, del) }})
 	}
 
@@ -261,7 +283,11 @@ func (e *Engine) planDCB(p Profile, t Target) ([]Change, string, error) {
 		}
 		if st.PFC == nil || cur.Enable != want {
 			set := PFC{Cap: cur.Cap, Enable: want, MBC: cur.MBC, Delay: cur.Delay}
-			out = append(out, Change{Command: fmt.Sprintf("dcb pfc set dev %s prio-pfc %s", dev, pfcList(want)),
+			was := "no PFC state"
+			if st.PFC != nil {
+				was = "prio-pfc " + pfcList(cur.Enable)
+			}
+			out = append(out, Change{Command: fmt.Sprintf("dcb pfc set dev %s prio-pfc %s", dev, pfcList(want)), Knob: KnobPFC, Was: was,
 				do: func() error { return e.DCB.SetIEEE(dev, IEEE{PFC: &set}) }})
 		}
 	}
@@ -272,11 +298,46 @@ func (e *Engine) planDCB(p Profile, t Target) ([]Change, string, error) {
 			want.Cap = st.ETS.Cap
 		}
 		if st.ETS == nil || st.ETS.TCTSA != want.TCTSA || st.ETS.TCTxBW != want.TCTxBW || st.ETS.PrioTC != want.PrioTC {
-			out = append(out, Change{Command: fmt.Sprintf("dcb ets set dev %s %s", dev, etsArgs(*p.ETS)),
+			out = append(out, Change{Command: fmt.Sprintf("dcb ets set dev %s %s", dev, etsArgs(*p.ETS)), Knob: KnobETS, Was: etsWas(st.ETS),
 				do: func() error { return e.DCB.SetIEEE(dev, IEEE{ETS: &want}) }})
 		}
 	}
 	return out, "", nil
+}
+
+// dscpWas says what the NIC maps the DSCP values of add to now.
+func dscpWas(add []App, have map[uint16][]uint8) string {
+	var parts []string
+	for _, a := range add {
+		prios := have[a.Protocol]
+		if len(prios) == 0 {
+			parts = append(parts, fmt.Sprintf("%d:none", a.Protocol))
+			continue
+		}
+		for _, p := range prios {
+			parts = append(parts, fmt.Sprintf("%d:%d", a.Protocol, p))
+		}
+	}
+	return "dscp-prio " + strings.Join(parts, " ")
+}
+
+// etsWas renders the NIC's ETS state like etsArgs.
+func etsWas(e *ETS) string {
+	if e == nil {
+		return "no ETS state"
+	}
+	tsaName := map[uint8]string{0: "strict", 2: "ets", 255: "vendor"}
+	var tsa, bw, prio []string
+	for i := 0; i < 8; i++ {
+		name, ok := tsaName[e.TCTSA[i]]
+		if !ok {
+			name = strconv.Itoa(int(e.TCTSA[i]))
+		}
+		tsa = append(tsa, fmt.Sprintf("%d:%s", i, name))
+		bw = append(bw, fmt.Sprintf("%d:%d", i, e.TCTxBW[i]))
+		prio = append(prio, fmt.Sprintf("%d:%d", i, e.PrioTC[i]))
+	}
+	return "tc-tsa " + strings.Join(tsa, " ") + " tc-bw " + strings.Join(bw, " ") + " prio-tc " + strings.Join(prio, " ")
 }
 
 func containsU8(list []uint8, v uint8) bool {
@@ -354,7 +415,7 @@ func (e *Engine) planToS(p Profile, t Target) ([]Change, string, error) {
 	exists := e.Files.Exists(dev)
 	if !exists {
 		// The group is created once and kept, so later reads need no write.
-		out = append(out, Change{Command: "mkdir " + e.Files.HostPath(dev), do: func() error { return e.Files.Mkdir(dev) }})
+		out = append(out, Change{Command: "mkdir " + e.Files.HostPath(dev), Knob: KnobToS, Was: "no rdma_cm group for " + t.RDMADevice, do: func() error { return e.Files.Mkdir(dev) }})
 	}
 	want := map[string]string{}
 	if p.RoCEMode != "" {
@@ -376,8 +437,14 @@ func (e *Engine) planToS(p Profile, t Target) ([]Change, string, error) {
 			if cur == want[name] {
 				continue
 			}
+			c := e.echo(file, want[name])
+			c.Knob, c.Was = KnobToS, name+" "+cur
+			out = append(out, c)
+			continue
 		}
-		out = append(out, e.echo(file, want[name]))
+		c := e.echo(file, want[name])
+		c.Knob = KnobToS
+		out = append(out, c)
 	}
 	return out, "", nil
 }

@@ -415,3 +415,25 @@ func TestNetdevNotInKernel(t *testing.T) {
 		t.Errorf("plan:\n%s", got)
 	}
 }
+
+// Every planned change names its knob, and what the NIC has now where it
+// was read: diag reports them per knob with observed and expected.
+func TestChangesNameKnobAndWas(t *testing.T) {
+	h := newHost(t, "mlx5_core", "mlx5_0", mlx5Debugfs)
+	h.files.tree.WriteFile("/kernel/config/rdma_cm/mlx5_0/ports/1/default_roce_mode", "IB/RoCE v1")
+	h.files.tree.WriteFile("/kernel/config/rdma_cm/mlx5_0/ports/1/default_roce_tos", "0")
+	dcb := &fakeNIC{mlx5: true, pfc: PFC{Cap: 8, Enable: 0x10}, apps: []App{{AppSelectorDSCP, 1, 26}}}
+	e := &Engine{Files: h.files, DCB: NewDCB(dcb)}
+	var got []string
+	for _, c := range e.Plan(roceProfile(), []Target{h.target}).Changes {
+		if c.Knob == "" {
+			t.Errorf("%s: no knob", c.Command)
+		}
+		got = append(got, fmt.Sprintf("%s[%s]", c.Knob, c.Was))
+	}
+	want := "dcbx[dcbx mode 0x00 (not host)] dscp-map[dscp-prio 26:1 48:none] pfc[prio-pfc 0:off 1:off 2:off 3:off 4:on 5:off 6:off 7:off] " +
+		"tos[default_roce_mode IB/RoCE v1] tos[default_roce_tos 0] dcqcn[np_cnp_dscp 0] dcqcn[np_cnp_prio 0]"
+	if strings.Join(got, " ") != want {
+		t.Errorf("knobs:\n%s\nwant:\n%s", strings.Join(got, " "), want)
+	}
+}
