@@ -2,6 +2,7 @@ package diag
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"os"
@@ -70,6 +71,7 @@ type Env struct {
 
 	mu    sync.Mutex
 	notes []string
+	diag  diagnosis
 }
 
 // NewEnv fills the defaults of an Env built by hand: ProcRoot, Clock,
@@ -192,3 +194,33 @@ func (e *Env) RunTool(ctx context.Context, timeout time.Duration, name string, a
 	}
 	return probe.Run(ctx, e.Runner, probe.Command{Name: name, Args: args, Timeout: timeout})
 }
+
+// diagnosis caches the node's Diagnose: every link and QoS check reads
+// the same snapshot of the host.
+type diagnosis struct {
+	once sync.Once
+	d    *agent.Diagnosis
+	err  error
+}
+
+// Diagnosis is the node's comparison of the host with the desired state,
+// made once per run. It fails without a node (a fixture tree, netlink
+// unavailable) or without an inventory.
+func (e *Env) Diagnosis() (*agent.Diagnosis, error) {
+	e.diag.once.Do(func() {
+		switch {
+		case e.Node == nil && e.NodeErr != nil:
+			e.diag.err = e.NodeErr
+		case e.Node == nil:
+			e.diag.err = errNoKernel
+		default:
+			e.diag.d, e.diag.err = e.Node.Diagnose()
+			if e.diag.err == nil && e.diag.d.Note != "" {
+				e.Note(e.diag.d.Note)
+			}
+		}
+	})
+	return e.diag.d, e.diag.err
+}
+
+var errNoKernel = errors.New("the inventory comes from a sysfs tree (--sysfs-root), not the live host: the kernel's rails are not compared")

@@ -2,6 +2,8 @@ package diag
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +116,17 @@ func all(t *testing.T, rs []Result, st Status) {
 		if r.Status != st {
 			t.Errorf("%s %s: %s (%s; observed %q expected %q), want %s", r.ID, r.Subject, r.Status, r.Reason, r.Observed, r.Expected, st)
 		}
+	}
+}
+
+// writeProc writes a file under the Env's procfs tree.
+func writeProc(t *testing.T, e *Env, p, content string) {
+	t.Helper()
+	full := filepath.Join(e.ProcRoot, filepath.FromSlash(p))
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(full, []byte(content+"\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package linkengine
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"strings"
 	"sync"
@@ -162,15 +163,42 @@ func (e *Engine) Plan(desired []RailLink) (LinkPlan, error) {
 	return plan, err
 }
 
+// Diagnose is Plan for a reader that only looks (roce-agent diag): it
+// also returns the live state, and when the ownership record cannot be
+// read (diag as a user other than root) it plans without it and says so
+// in note. Without the record only addresses on kernels before 5.18
+// (which do not mark them) lose their owner: such an address shows as a
+// conflict instead of as the agent's.
+func (e *Engine) Diagnose(desired []RailLink) (live LiveState, plan LinkPlan, note string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	owned, err := e.loadOwned()
+	if err != nil {
+		if !errors.Is(err, fs.ErrPermission) {
+			return LiveState{}, LinkPlan{}, "", err
+		}
+		note = fmt.Sprintf("%v: planned without the ownership record", err)
+		owned = Owned{Addrs: map[string][]netip.Prefix{}}
+	}
+	live, plan, err = e.planWith(owned, desired)
+	return live, plan, note, err
+}
+
 // plan reads the record and the live state, validates and plans.
 func (e *Engine) plan(desired []RailLink) (Owned, LiveState, LinkPlan, error) {
 	owned, err := e.loadOwned()
 	if err != nil {
 		return owned, LiveState{}, LinkPlan{}, err
 	}
+	live, plan, err := e.planWith(owned, desired)
+	return owned, live, plan, err
+}
+
+// planWith reads the live state, validates and plans against a record.
+func (e *Engine) planWith(owned Owned, desired []RailLink) (LiveState, LinkPlan, error) {
 	live, err := e.Host.ReadLive(desired, owned, e.Range)
 	if err != nil {
-		return owned, live, LinkPlan{}, fmt.Errorf("read live state: %w", err)
+		return live, LinkPlan{}, fmt.Errorf("read live state: %w", err)
 	}
 	if len(desired) == 0 {
 		if objs := ownedObjects(live, owned, e.Range); len(objs) > 0 {
@@ -178,13 +206,13 @@ func (e *Engine) plan(desired []RailLink) (Owned, LiveState, LinkPlan, error) {
 			for i, c := range objs {
 				names[i] = c.Command
 			}
-			return owned, live, LinkPlan{}, &EmptyDesiredError{names}
+			return live, LinkPlan{}, &EmptyDesiredError{names}
 		}
 	}
 	if errs := CheckLive(desired, live, e.Range); len(errs) > 0 {
-		return owned, live, LinkPlan{}, &ValidationError{errs}
+		return live, LinkPlan{}, &ValidationError{errs}
 	}
-	return owned, live, PlanLinks(desired, live, owned, e.Range), nil
+	return live, PlanLinks(desired, live, owned, e.Range), nil
 }
 
 // TeardownResult is what Teardown removed.

@@ -117,6 +117,16 @@ func (h *Host) SetSysctl(key, value string) {
 	h.sysctls[key] = value
 }
 
+// SetUp sets a netdev administratively up or down (ip link set ... up|down
+// by hand).
+func (h *Host) SetUp(name string, up bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if l, ok := h.links[name]; ok {
+		l.Up = up
+	}
+}
+
 // Sysctl reads a sysctl.
 func (h *Host) Sysctl(key string) string {
 	h.mu.Lock()
