@@ -1,13 +1,13 @@
 package diag
 
 import (
-	"path/filepath"
 	"testing"
 
 	"github.com/roce-agent/roce-agent/agent"
 	"github.com/roce-agent/roce-agent/nic"
 	"github.com/roce-agent/roce-agent/nic/linkengine"
 	"github.com/roce-agent/roce-agent/nic/linkengine/linktest"
+	"github.com/roce-agent/roce-agent/nic/sysfstest"
 	"github.com/roce-agent/roce-agent/qos"
 )
 
@@ -15,7 +15,12 @@ import (
 // rails on vethA and vethB with IPv4 and IPv6.
 func softRoCEConfig(t *testing.T) agent.Config {
 	c := agent.DefaultConfig()
-	c.SysfsRoot = filepath.Join("..", "testdata", "sysfs", "soft-roce", "sys")
+	// A fresh tree: an apply with a qos profile writes configfs there.
+	tree, err := sysfstest.SoftRoCE(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SysfsRoot = tree.Root()
 	c.StateDir = t.TempDir()
 	c.Node.Name = "fake-host"
 	c.Link.Routes = []string{"10.200.0.0/16"}
