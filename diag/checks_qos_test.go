@@ -10,19 +10,19 @@ import (
 	"github.com/roce-agent/roce-agent/qos"
 )
 
-// fakeDCB is a NIC's dcbnl state per netdev, as mlx5 keeps it (a DSCP's
+// nicDCB is a NIC's dcbnl state per netdev, as mlx5 keeps it (a DSCP's
 // new mapping replaces the old one).
-type fakeDCB struct {
+type nicDCB struct {
 	mu   sync.Mutex
 	ieee map[string]*qos.IEEE
 	dcbx map[string]uint8
 }
 
-func newFakeDCB() *fakeDCB {
-	return &fakeDCB{ieee: map[string]*qos.IEEE{}, dcbx: map[string]uint8{}}
+func newNICDCB() *nicDCB {
+	return &nicDCB{ieee: map[string]*qos.IEEE{}, dcbx: map[string]uint8{}}
 }
 
-func (f *fakeDCB) state(dev string) *qos.IEEE {
+func (f *nicDCB) state(dev string) *qos.IEEE {
 	s, ok := f.ieee[dev]
 	if !ok {
 		s = &qos.IEEE{PFC: &qos.PFC{Cap: 8}}
@@ -31,7 +31,7 @@ func (f *fakeDCB) state(dev string) *qos.IEEE {
 	return s
 }
 
-func (f *fakeDCB) IEEE(dev string) (qos.IEEE, error) {
+func (f *nicDCB) IEEE(dev string) (qos.IEEE, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := *f.state(dev)
@@ -43,7 +43,7 @@ func (f *fakeDCB) IEEE(dev string) (qos.IEEE, error) {
 	return s, nil
 }
 
-func (f *fakeDCB) SetIEEE(dev string, in qos.IEEE) error {
+func (f *nicDCB) SetIEEE(dev string, in qos.IEEE) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.state(dev)
@@ -67,22 +67,22 @@ func (f *fakeDCB) SetIEEE(dev string, in qos.IEEE) error {
 	return nil
 }
 
-func (f *fakeDCB) DelApps(dev string, apps []qos.App) error { return nil }
+func (f *nicDCB) DelApps(dev string, apps []qos.App) error { return nil }
 
-func (f *fakeDCB) DCBX(dev string) (uint8, error) {
+func (f *nicDCB) DCBX(dev string) (uint8, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.dcbx[dev], nil
 }
 
-func (f *fakeDCB) SetDCBX(dev string, mode uint8) error {
+func (f *nicDCB) SetDCBX(dev string, mode uint8) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.dcbx[dev] = mode
 	return nil
 }
 
-func (f *fakeDCB) setPFC(dev string, enable uint8) {
+func (f *nicDCB) setPFC(dev string, enable uint8) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.state(dev).PFC.Enable = enable
@@ -99,7 +99,7 @@ func TestQoSChecksConverged(t *testing.T) {
 	cfg := qosConfig(t)
 	// rdma_cm's configfs, as the kernel shows it with rdma_cm loaded.
 	mkConfigfs(t, cfg)
-	e := hostEnv(t, cfg, newFakeDCB(), nil)
+	e := hostEnv(t, cfg, newNICDCB(), nil)
 	for _, id := range []string{"QOS-TRUST-001", "QOS-PFC-001", "QOS-DSCP-001", "QOS-TOS-001"} {
 		rs := check(t, e, id)
 		all(t, rs, Pass)
@@ -115,7 +115,7 @@ func TestQoSChecksConverged(t *testing.T) {
 func TestQoSChecksFaults(t *testing.T) {
 	cfg := qosConfig(t)
 	mkConfigfs(t, cfg)
-	dcb := newFakeDCB()
+	dcb := newNICDCB()
 	e := hostEnv(t, cfg, dcb, nil)
 	// PFC turned off on vethB by hand, and the ToS reset (rdma_cm
 	// re-registered the device).
@@ -143,7 +143,7 @@ func TestQoSUnsupportedDCQCN(t *testing.T) {
 	cfg := qosConfig(t)
 	mkConfigfs(t, cfg)
 	cfg.QoS.DCQCN = &agent.DCQCNConfig{NP: map[string]int64{"cnp_dscp": 48}}
-	e := hostEnv(t, cfg, newFakeDCB(), nil)
+	e := hostEnv(t, cfg, newNICDCB(), nil)
 	rs := check(t, e, "QOS-DCQCN-001")
 	for _, r := range rs {
 		if r.Status != Warn || r.Observed != "unsupported" {
