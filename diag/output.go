@@ -63,7 +63,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			return err
 		}
 		for _, res := range rs {
-			if res.Status == Pass || (res.Reason == "" && res.Remedy == "") {
+			if res.Status == Pass || res.Status == Skip || (res.Reason == "" && res.Remedy == "") {
 				continue
 			}
 			fmt.Fprintf(w, "  %s %s %s:", res.Status, res.ID, res.Subject)
@@ -124,6 +124,9 @@ func railSubjects(rs []Result) string {
 
 func observedExpected(r Result) string {
 	switch {
+	case r.Status == Skip:
+		// A skip's reason is short and its whole story.
+		return r.Reason
 	case r.Observed != "" && r.Expected != "":
 		return r.Observed + " (expected " + r.Expected + ")"
 	case r.Observed != "":

@@ -50,6 +50,9 @@ type cliEnv struct {
 	log    *slog.Logger
 	// nvml is used when the inventory reads the live /sys.
 	nvml func() nvml.Interface
+	// configErr is why the config could not be used; only diag runs
+	// without one.
+	configErr error
 }
 
 // usageError is a command line roce-agent cannot run: exit 2. cmd is the
@@ -64,6 +67,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	err := execute(args, stdout, stderr)
 	if err == nil {
 		return exitOK
+	}
+	var xs *exitStatus
+	if errors.As(err, &xs) {
+		return xs.code
 	}
 	fmt.Fprintf(stderr, "roce-agent: %v\n", clipLines(err))
 	var ue *usageError
@@ -235,6 +242,36 @@ daemon: while the daemon tests the NIC it is refused as busy.`,
 		desired: true,
 	},
 	{
+		use:   "diag",
+		short: "Check every known RoCE and GPUDirect failure; say PASS, WARN or FAIL with the remedy",
+		long: `Run every check of docs/diag.md on this host: GPUs and NVML, GPUDirect
+(nvidia_peermem or DMA-BUF), PCIe links, ACS and the IOMMU, GPU-NIC affinity,
+NIC ports, speed and firmware, rail addresses, MTU, GIDs and the GID NCCL
+would use, QoS against the profile, sysctls, source rules and routes, error
+counters (sampled twice, --sample apart), the cabling seen through LLDP, the
+controller and the daemon. Each result is PASS, WARN, FAIL, UNKNOWN (it could
+not tell, and says why) or SKIP (it did not apply, or needed root), with what
+was observed, what was expected and the remedy; the table groups them by rail.
+
+It changes nothing, needs no daemon, and runs as any user: checks that need
+root (PCI config space, debugfs, raw sockets) are skipped and listed. The
+desired state is the config's (in controller mode the last good controller
+config in state_dir); without one, or with a config that cannot be read, the
+host's own facts are still checked. With --bundle it also writes a tar.gz of
+the host's state for a support case (secrets redacted, no private keys).`,
+		example: `  # every check, as a table grouped by rail
+  roce-agent diag
+
+  # only the QoS and RoCE checks, as JSON
+  roce-agent diag --check QOS-,ROCE- -o json
+
+  # a bundle for a support case
+  roce-agent diag --bundle /tmp/diag-$(hostname).tar.gz`,
+		changes: "nothing (with --bundle it writes that file).",
+		exit:    "the worst result: 0 every check PASS or SKIP; 1 a WARN or UNKNOWN (or an error, such as a missing sysfs root or a bundle that could not be written); 2 a FAIL, or a usage error (an unknown flag or check ID).",
+		run:     runDiag,
+	},
+	{
 		use:   "version",
 		short: "Print the version, commit, Go version and build date",
 		long: `Print the version, the commit, the Go version, the platform and the build date
@@ -329,6 +366,15 @@ The keys are in docs/config.md; the commands in docs/cli.md.
 		if spec.use == "teardown" {
 			cmd.Flags().Bool("dry-run", false, "print what would be removed, remove nothing")
 		}
+		if spec.use == "diag" {
+			f := cmd.Flags()
+			f.StringSlice("check", nil, "run only these checks: IDs or prefixes (QOS-, ROCE-MTU*), comma-separated")
+			f.String("bundle", "", "also write a support bundle (tar.gz) to this file")
+			f.Duration("bundle-timeout", 60*time.Second, "bound on collecting the bundle")
+			f.Duration("sample", 3*time.Second, "time between the two samples of the error counters")
+			f.Duration("timeout", 2*time.Minute, "bound on the whole run; checks not done by then are UNKNOWN")
+			_ = cmd.MarkFlagFilename("bundle", "tar.gz", "tgz")
+		}
 		if spec.use == "probe" {
 			f := cmd.Flags()
 			f.String("peer", "", "the peer node (one the controller lists for the rail)")
@@ -415,8 +461,21 @@ func runCommand(cmd *cobra.Command, spec commandSpec, stdout, stderr io.Writer) 
 		return &usageError{msg: fmt.Sprintf("--output: %q is not one of table, json", output), cmd: cmd.CommandPath()}
 	}
 	cfg, err := loadConfig(fs, spec.desired)
+	var configErr error
 	if err != nil {
-		return err
+		if spec.use != "diag" {
+			return err
+		}
+		// diag goes on without a usable config: the host's own facts are
+		// still worth checking, and the report says why nothing was
+		// compared with a desired state.
+		configErr, cfg = err, agent.DefaultConfig()
+		if root, _ := fs.GetString("sysfs-root"); root != "" {
+			cfg.SysfsRoot = root
+		}
+		if listen, _ := fs.GetString("listen"); listen != "" {
+			cfg.Listen.Metrics = listen
+		}
 	}
 	logger, err := newLogger(stderr, cfg.Log)
 	if err != nil {
@@ -427,7 +486,7 @@ func runCommand(cmd *cobra.Command, spec commandSpec, stdout, stderr io.Writer) 
 			return err
 		}
 	}
-	env := &cliEnv{flags: fs, cfg: cfg, output: output, stdout: stdout, log: logger, nvml: func() nvml.Interface { return nvml.New() }}
+	env := &cliEnv{flags: fs, cfg: cfg, configErr: configErr, output: output, stdout: stdout, log: logger, nvml: func() nvml.Interface { return nvml.New() }}
 	return spec.run(env)
 }
 
