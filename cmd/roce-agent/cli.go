@@ -268,7 +268,7 @@ the host's state for a support case (secrets redacted, no private keys).`,
   # a bundle for a support case
   roce-agent diag --bundle /tmp/diag-$(hostname).tar.gz`,
 		changes: "nothing (with --bundle it writes that file).",
-		exit:    "the worst result: 0 every check PASS or SKIP; 1 a WARN or UNKNOWN (or an error, such as a missing sysfs root or a bundle that could not be written); 2 a FAIL, or a usage error (an unknown flag or check ID).",
+		exit:    "0 every check PASS or SKIP (the worst result decides); 1 a WARN or UNKNOWN (or an error, such as a missing sysfs root or a bundle that could not be written); 2 a FAIL, or a usage error (an unknown flag or check ID).",
 		run:     runDiag,
 	},
 	{
