@@ -273,6 +273,9 @@ func checkRouting(_ context.Context, e *Env) []Result {
 var maxWins = map[string]bool{"arp_ignore": true, "arp_announce": true, "rp_filter": true}
 
 func checkSysctls(_ context.Context, e *Env) []Result {
+	if !e.Desired && e.Live && len(e.Rails()) > 0 {
+		return sysctlsWithoutDesired(e)
+	}
 	d, rs := linkView(e)
 	if rs != nil {
 		return rs
@@ -323,4 +326,64 @@ func checkSysctls(_ context.Context, e *Env) []Result {
 func dotted(p string) string {
 	parts := strings.Split(p, "/")
 	return strings.Join(parts, ".")
+}
+
+// railPolicy is what roce-agent sets on a rail, for hosts diag compares
+// without a desired state.
+var railPolicy = []struct{ key, want string }{
+	{"net/ipv4/conf/%s/arp_ignore", "1"},
+	{"net/ipv4/conf/%s/arp_announce", "2"},
+	{"net/ipv4/conf/%s/rp_filter", "2"},
+	{"net/ipv6/conf/%s/keep_addr_on_down", "1"},
+}
+
+// sysctlsWithoutDesired compares the inventory's rails with roce-agent's
+// rail policy when there is no desired state: a host configured by other
+// tools still gets the check, as a warning (nothing says what is wanted).
+// Strict reverse-path filtering is a failure: replies that come back on
+// another rail are dropped.
+func sysctlsWithoutDesired(e *Env) []Result {
+	var out []Result
+	for _, r := range e.Rails() {
+		if r.Netdev == "" {
+			continue
+		}
+		subject := railSubject(r.Netdev, r.RDMADevice)
+		var bad, good []string
+		strict := false
+		for _, p := range railPolicy {
+			k := fmt.Sprintf(p.key, r.Netdev)
+			have, err := e.ReadProc("sys/" + k)
+			if err != nil {
+				bad = append(bad, fmt.Sprintf("%s unreadable (%v)", dotted(k), err))
+				continue
+			}
+			name := k[strings.LastIndexByte(k, '/')+1:]
+			if maxWins[name] {
+				if all, err := e.ReadProc("sys/net/ipv4/conf/all/" + name); err == nil && len(all) == len(have) && all > have {
+					have = all
+				}
+			}
+			if name == "rp_filter" && have == "1" {
+				strict = true
+			}
+			if have != p.want {
+				bad = append(bad, fmt.Sprintf("%s=%s (want %s)", dotted(k), have, p.want))
+				continue
+			}
+			good = append(good, name+"="+have)
+		}
+		switch {
+		case strict:
+			out = append(out, FailResult(subject, strings.Join(bad, ", "), "rp_filter=2 (loose)", "strict reverse-path filtering drops replies that come back on another rail (no desired state: compared with roce-agent's rail policy)").OnRail(r.Rail))
+		case len(bad) > 0:
+			out = append(out, WarnResult(subject, strings.Join(bad, ", "), "arp_ignore=1 arp_announce=2 rp_filter=2 keep_addr_on_down=1", "no desired state: compared with roce-agent's rail policy").OnRail(r.Rail))
+		default:
+			out = append(out, PassResult(subject, strings.Join(good, " ")).OnRail(r.Rail).With("no desired state: compared with roce-agent's rail policy"))
+		}
+	}
+	if len(out) == 0 {
+		return noRails(e)
+	}
+	return out
 }

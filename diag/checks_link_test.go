@@ -124,3 +124,28 @@ func TestLinkChecksWithoutDesiredState(t *testing.T) {
 }
 
 var _ = linkengine.AddrAdd
+
+// Without a desired state the rails' sysctls are compared with the
+// agent's rail policy: strict rp_filter fails, anything else warns.
+func TestSysctlsWithoutDesiredState(t *testing.T) {
+	e := dgx(t, nil)
+	e.Live = true
+	set := func(netdev string, v4 [3]string, keep string) {
+		for i, k := range []string{"arp_ignore", "arp_announce", "rp_filter"} {
+			writeProc(t, e, "sys/net/ipv4/conf/"+netdev+"/"+k, v4[i])
+		}
+		writeProc(t, e, "sys/net/ipv6/conf/"+netdev+"/keep_addr_on_down", keep)
+	}
+	for rail := 0; rail < sysfstest.DGXRails; rail++ {
+		set(sysfstest.DGXNetdev(rail), [3]string{"1", "2", "2"}, "1")
+	}
+	set(sysfstest.DGXNetdev(1), [3]string{"0", "0", "2"}, "0")
+	set(sysfstest.DGXNetdev(2), [3]string{"1", "2", "1"}, "1")
+	rs := check(t, e, "NET-SYSCTL-001")
+	want(t, rs, sysfstest.DGXNetdev(0), Pass, "rail policy")
+	want(t, rs, sysfstest.DGXNetdev(1), Warn, "arp_ignore=0 (want 1)", "keep_addr_on_down=0")
+	want(t, rs, sysfstest.DGXNetdev(2), Fail, "strict reverse-path")
+	// net.ipv4.conf.all wins when larger.
+	writeProc(t, e, "sys/net/ipv4/conf/all/arp_announce", "3")
+	want(t, check(t, e, "NET-SYSCTL-001"), sysfstest.DGXNetdev(0), Warn, "arp_announce=3")
+}
