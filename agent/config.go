@@ -41,6 +41,8 @@ type Config struct {
 	// comes from the controller (a host whose NICs the inventory cannot
 	// place on rails by GPU affinity: no GPU, soft-RoCE).
 	HostPins []HostPin `mapstructure:"pins"`
+	// LLDP is the cabling check (cabling.go, docs/config.md).
+	LLDP LLDPConfig `mapstructure:"lldp"`
 }
 
 // HostPin pins a rail to a netdev or an RDMA device.
@@ -174,6 +176,7 @@ func DefaultConfig() Config {
 		Listen:    ListenConfig{Metrics: "127.0.0.1:9487"},
 		Reconcile: ReconcileConfig{ResyncInterval: time.Minute, Debounce: 10 * time.Millisecond},
 		GPU:       GPUSettings{NVML: "auto"},
+		LLDP:      DefaultLLDPConfig(),
 		Probes: ProbesConfig{
 			Interval: 5 * time.Minute, PeersPerInterval: 2,
 			Tools:    []string{"rping", "ib_write_lat", "ib_write_bw"},
@@ -257,6 +260,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.pinProblems()...)
 	errs = append(errs, c.Probes.problems()...)
+	errs = append(errs, c.LLDP.problems()...)
 	errs = append(errs, c.Controller.problems()...)
 	errs = append(errs, c.NodeConfig.Problems()...)
 	return errors.Join(errs...)

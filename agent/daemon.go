@@ -119,6 +119,8 @@ type Daemon struct {
 	// only the rails' addresses.
 	prober    *Prober
 	probeHTTP *HTTPGuard
+	// cabling is the LLDP cabling check (cabling.go).
+	cabling *cablingCheck
 
 	trigger    chan struct{}
 	heartbeat  atomic.Int64 // unix nanoseconds of the loop's last sign of life
@@ -178,6 +180,7 @@ func NewDaemon(opts DaemonOptions) (*Daemon, error) {
 		d.probeHTTP = &HTTPGuard{Refuse: func(a netip.Addr) bool { return !d.onRail(a) }}
 		d.metrics.Registry.MustRegister(d.prober)
 	}
+	d.cabling = newCablingCheck(d)
 	d.heartbeat.Store(time.Now().UnixNano())
 	return d, nil
 }
@@ -274,6 +277,10 @@ func (d *Daemon) Status() *NodeStatus {
 		// adding the probe conditions.
 		st.Rails = slices.Clone(st.Rails)
 		d.prober.Conditions(&st, d.node.Config().Probes.MinFractionOfRate, time.Now())
+	}
+	if d.cabling != nil {
+		st.Rails = slices.Clone(st.Rails)
+		d.cabling.apply(&st)
 	}
 	return &st
 }
@@ -401,6 +408,7 @@ func (d *Daemon) Run(ctx context.Context, listen string) error {
 		}()
 		defer func() { stopReport(); <-reported }()
 	}
+	defer d.cabling.start(ctx)()
 	d.runReconcile()
 
 	if every := d.opts.Notifier.WatchdogInterval(); every > 0 {

@@ -60,6 +60,7 @@ func NewMetrics(version string, fs func() *nic.FS, pfc PFCReader, netdev func(st
 		statusPart{},
 		&linksPart{netdev: netdev},
 		&countersPart{fs: fs, wraps: map[wrapKey]*wrap{}},
+		cablingPart{},
 	}
 	if pfc != nil {
 		parts = append(parts, &pfcPart{pfc: pfc})

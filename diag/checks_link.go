@@ -43,7 +43,7 @@ func init() {
 		},
 		Check{
 			ID: "NET-SYSCTL-001", Title: "rail sysctls",
-			Doc:    "Each desired rail needs arp_ignore=1 and arp_announce=2 (ARP only for the rail's own address, sourced from it), rp_filter=2 (loose: replies may come back on another rail) and, with IPv6, keep_addr_on_down=1 and accept_ra as configured. The effective rp_filter, arp_ignore and arp_announce are the larger of the interface's and `all`'s.",
+			Doc:    "Each desired rail needs arp_ignore=1 and arp_announce=2 (ARP only for the rail's own address, sourced from it), rp_filter=2 (loose: replies may come back on another rail) and, with IPv6, keep_addr_on_down=1 and accept_ra as configured. The effective rp_filter, arp_ignore and arp_announce are the larger of the interface's and `all`'s. Without a desired state the inventory's rails are compared with this policy: strict rp_filter (1) fails, other differences warn.",
 			Remedy: "`roce-agent apply` sets the interface values; a larger value under net.ipv4.conf.all (from sysctl.d or a hardening profile) overrides them: lower it there",
 			Run:    checkSysctls,
 		},

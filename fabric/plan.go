@@ -219,6 +219,12 @@ func CheckPlan(p v1.FabricPlan) error {
 		} else {
 			names[n.Name] = i
 		}
+		if len(n.Cabling) > 0 {
+			for _, err := range v1.CablingProblems(n.Cabling, p.Rails, f()+".cabling") {
+				field, reason, _ := strings.Cut(err.Error(), ": ")
+				fail(field, "%s", reason)
+			}
+		}
 		if n.Index < 0 {
 			fail(f()+".index", "%d is negative", n.Index)
 		} else if j, dup := indexes[n.Index]; dup {
@@ -397,7 +403,7 @@ func NewFabricFrom(p v1.FabricPlan, prev *Fabric) (*Fabric, error) {
 	for i := range f.binding {
 		f.binding[i], f.position[i] = -1, -1
 	}
-	if prev != nil && prev.plan.Rails == rails && slices.Equal(prev.plan.Nodes, p.Nodes) && reflect.DeepEqual(prev.pools, f.pools) {
+	if prev != nil && prev.plan.Rails == rails && sameIndexes(prev.plan.Nodes, p.Nodes) && reflect.DeepEqual(prev.pools, f.pools) {
 		f.addrs = prev.addrs
 	} else {
 		f.addrs = make([][2]string, len(p.Nodes)*rails)
@@ -537,6 +543,11 @@ func (f *Fabric) Config(name string) (v1.NodeConfig, bool) {
 				rc.Routes = append(rc.Routes, f.poolStr[fam][r])
 			}
 		}
+		for _, cab := range n.Cabling {
+			if cab.Rail == r {
+				rc.Leaf, rc.LeafPort = cab.Leaf, cab.Port
+			}
+		}
 		if ti := f.binding[id*p.Rails+r]; ti >= 0 {
 			t := p.Tenants[ti]
 			rc.Tenant = &v1.TenantConfig{ID: t.ID, VRF: t.VRF, VNI: t.VNI}
@@ -670,21 +681,31 @@ func ChangedConfigs(old, new *Fabric) ([]string, map[string]v1.NodeConfig) {
 	return out, configs
 }
 
-// sameNodes reports whether two fabrics have the same nodes (name and
-// index), in any order.
+// sameNodes reports whether two fabrics have the same nodes (name, index
+// and cabling), in any order.
 func sameNodes(a, b *Fabric) bool {
 	if len(a.plan.Nodes) != len(b.plan.Nodes) {
 		return false
 	}
-	if slices.Equal(a.plan.Nodes, b.plan.Nodes) {
+	if slices.EqualFunc(a.plan.Nodes, b.plan.Nodes, samePlanNode) {
 		return true
 	}
 	for _, n := range b.plan.Nodes {
-		if i, ok := a.ids[n.Name]; !ok || a.plan.Nodes[i] != n {
+		if i, ok := a.ids[n.Name]; !ok || !samePlanNode(a.plan.Nodes[i], n) {
 			return false
 		}
 	}
 	return true
+}
+
+func samePlanNode(a, b v1.PlanNode) bool {
+	return a.Name == b.Name && a.Index == b.Index && slices.Equal(a.Cabling, b.Cabling)
+}
+
+// sameIndexes reports whether two node lists have the same names and
+// indexes in the same order (the address table depends on nothing else).
+func sameIndexes(a, b []v1.PlanNode) bool {
+	return slices.EqualFunc(a, b, func(x, y v1.PlanNode) bool { return x.Name == y.Name && x.Index == y.Index })
 }
 
 func sameGlobals(a, b v1.FabricPlan) bool {
@@ -1009,6 +1030,9 @@ func cloneTenant(t v1.Tenant) v1.Tenant {
 func clonePlan(p v1.FabricPlan) v1.FabricPlan {
 	out := p
 	out.Nodes = slices.Clone(p.Nodes)
+	for i := range out.Nodes {
+		out.Nodes[i].Cabling = slices.Clone(out.Nodes[i].Cabling)
+	}
 	out.Tenants = make([]v1.Tenant, len(p.Tenants))
 	for i, t := range p.Tenants {
 		out.Tenants[i] = cloneTenant(t)

@@ -16,8 +16,9 @@ import (
 // not call Down (a crash, a kill -9, --keep): it stops the processes that
 // run inside the lab's namespaces (SIGTERM, SIGKILL after 5 s), deletes
 // the namespaces named like the lab's (<prefix>h<i>, <prefix>l<L>,
-// <prefix>l<L>p, <prefix>l<L>t<k>, <prefix>sp, <prefix>mg), the Expose
-// link and DefaultWorkDir(prefix) if it is marked as a lab's. A work dir
+// <prefix>l<L>p, <prefix>l<L>t<k>, <prefix>sp, <prefix>mg; the lab's
+// lldpds go with them), the Expose link, and DefaultWorkDir(prefix) and
+// LLDPRunDir(prefix) if they are marked as a lab's. A work dir
 // chosen by the caller is removed with RemoveWorkDir. Nothing else is
 // touched; with nothing left it does nothing.
 func Cleanup(prefix string) error {
@@ -41,6 +42,9 @@ func Cleanup(prefix string) error {
 		errs = append(errs, err)
 	}
 	if err := RemoveWorkDir(DefaultWorkDir(prefix)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeLLDPRunDir(prefix); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -50,6 +50,11 @@ type Options struct {
 	// reachable without ip netns exec. Off, the lab makes nothing outside
 	// its own namespaces.
 	Expose bool
+	// LLDP runs lldpd in the hosts' namespaces and the leaves' (docs/lab.md):
+	// LLDPAuto (the default, ""), LLDPOn or LLDPOff. The plan's cabling
+	// (nodes[].cabling) names, for nodes without one, each rail's leaf
+	// (LeafName) and leaf port either way.
+	LLDP string
 }
 
 // Fabric is a running lab topology (design in docs/lab.md): hosts with
@@ -74,6 +79,7 @@ type Fabric struct {
 	tenantK  map[string]int
 	exposeUp bool
 	down     bool
+	lldp     *lldpSet
 }
 
 type host struct {
@@ -85,6 +91,9 @@ type host struct {
 	ports   []string // leaf port name per rail
 	addrs   []railAddrs
 	at      []*namespace // the namespace each leaf port is in now
+	// cable is the leaf port (its index in ports) each rail reaches: the
+	// rail's own, but after SwapRails.
+	cable []int
 }
 
 type leaf struct {
@@ -140,6 +149,9 @@ func Up(o Options) (_ *Fabric, err error) {
 		return nil, err
 	}
 	if err := f.sync(f.plan); err != nil {
+		return nil, err
+	}
+	if err := f.startLLDP(); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -209,6 +221,10 @@ func newFabric(o Options) (*Fabric, error) {
 	}
 	for i, n := range plan.Nodes {
 		h := &host{node: n, leaf: i * o.Leaves / hosts, at: make([]*namespace, plan.Rails)}
+		if len(n.Cabling) == 0 {
+			h.node.Cabling = labCabling(i, h.leaf, plan.Rails)
+			f.plan.Nodes[i].Cabling = h.node.Cabling
+		}
 		h.sysfs = filepath.Join(wd, "hosts", n.Name, "sys")
 		for r := 0; r < plan.Rails; r++ {
 			a, err := planAddrs(plan, n.Index, r)
@@ -218,11 +234,15 @@ func newFabric(o Options) (*Fabric, error) {
 			h.addrs = append(h.addrs, a)
 			h.netdevs = append(h.netdevs, sysfstest.DGXNetdev(r))
 			h.ports = append(h.ports, leafPortName(i, r))
+			h.cable = append(h.cable, r)
 		}
 		f.hosts = append(f.hosts, h)
 	}
 	for l := 0; l < o.Leaves; l++ {
 		f.leaves = append(f.leaves, &leaf{tenants: map[string]*tenantNS{}})
+	}
+	if err := f.setupLLDP(o.LLDP); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -251,6 +271,9 @@ func checkOverlaps(p v1.FabricPlan, mgmt netip.Prefix) error {
 func clonePlan(p v1.FabricPlan) v1.FabricPlan {
 	q := p
 	q.Nodes = append([]v1.PlanNode(nil), p.Nodes...)
+	for i := range q.Nodes {
+		q.Nodes[i].Cabling = append([]v1.RailCabling(nil), q.Nodes[i].Cabling...)
+	}
 	q.Addressing.IPv4Pools = append([]string(nil), p.Addressing.IPv4Pools...)
 	q.Addressing.IPv6Pools = append([]string(nil), p.Addressing.IPv6Pools...)
 	q.Link.Routes = append([]string(nil), p.Link.Routes...)
@@ -626,6 +649,10 @@ func (f *Fabric) Down() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var errs []error
+	// An lldpd holds its namespace: stop them first.
+	if err := f.stopLLDP(); err != nil {
+		errs = append(errs, err)
+	}
 	for i := len(f.made) - 1; i >= 0; i-- {
 		ns := f.made[i]
 		ns.close()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -424,7 +425,8 @@ func TestCleanup(t *testing.T) {
 		if unix.Stat(filepath.Join(netnsDir, f.HostNS(1)), &st) == nil {
 			ids[nsID{st.Dev, st.Ino}] = true
 		}
-		if pids, _ := pidsIn(ids); len(pids) > 0 {
+		// The lab's lldpds are there already: wait for this one.
+		if pids, _ := pidsIn(ids); slices.Contains(pids, cmd.Process.Pid) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -450,6 +452,9 @@ func TestCleanup(t *testing.T) {
 	}
 	if _, err := os.Stat(wd); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("work dir left (%v)", err)
+	}
+	if _, err := os.Stat(LLDPRunDir(prefix)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("lldpd run dir left (%v)", err)
 	}
 	// Down after Cleanup: nothing to do, no error (it closes the handles).
 	if err := f.Down(); err != nil {

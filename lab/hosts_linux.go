@@ -30,6 +30,11 @@ type RailInfo struct {
 	Leaf     int
 	LeafPort string
 	LeafNS   string
+	// LeafName is the leaf's LLDP system name (the plan's cabling).
+	LeafName string
+	// CabledPort is the leaf port the host end reaches now: LeafPort, but
+	// after SwapRails another rail's.
+	CabledPort string
 	// Tenant is the rail's tenant ID in the current plan ("" for none).
 	Tenant string
 	// Host and leaf addresses with their prefix length (/31, /127).
@@ -142,7 +147,7 @@ func (f *Fabric) Rail(host, rail int) RailInfo {
 	a := h.addrs[rail]
 	info := RailInfo{
 		Host: host, Rail: rail, Node: h.node.Name, Netdev: h.netdevs[rail], HostNS: hostNSName(f.prefix, host),
-		Leaf: h.leaf, LeafPort: h.ports[rail],
+		Leaf: h.leaf, LeafPort: h.ports[rail], LeafName: leafSysName(h.leaf), CabledPort: h.ports[h.cable[rail]],
 		Tenant:   f.placement(f.plan)[host][rail],
 		HostIPv4: a.hostV4, HostIPv6: a.hostV6, LeafIPv4: a.leafV4, LeafIPv6: a.leafV6,
 	}

@@ -50,6 +50,10 @@ const (
 	ProbeAPIPort = 9488
 	// DefaultProbeInterval is the agents' probes.interval in the lab.
 	DefaultProbeInterval = 10 * time.Second
+	// LLDPCheckInterval is the agents' lldp.interval in the lab (the
+	// shortest they take): how often they read their rails' LLDP
+	// neighbours from the host namespace's lldpd and check the cabling.
+	LLDPCheckInterval = 5 * time.Second
 )
 
 // Probe settings of the lab's agents besides the interval: each rail
@@ -477,6 +481,11 @@ type agentConfig struct {
 		Timeout           string  `yaml:"timeout"`
 		ToolsDir          string  `yaml:"tools_dir"`
 	} `yaml:"probes"`
+	LLDP struct {
+		Source   string `yaml:"source"`
+		Socket   string `yaml:"socket,omitempty"`
+		Interval string `yaml:"interval,omitempty"`
+	} `yaml:"lldp"`
 }
 
 // AgentConfig is the path of host i's agent config file.
@@ -511,6 +520,12 @@ func (p *Processes) startAgent(i int) error {
 	c.Probes.MinFractionOfRate = probeMinFractionOfRate
 	c.Probes.Timeout = probeTimeout.String()
 	c.Probes.ToolsDir = p.ToolsDir(i)
+	// The cabling check reads the host namespace's lldpd (never the
+	// machine's own, at lldpd's default socket); without one it is off.
+	c.LLDP.Source = "off"
+	if sock := p.f.LLDPSocket(i); sock != "" {
+		c.LLDP.Source, c.LLDP.Socket, c.LLDP.Interval = "lldpctl", sock, LLDPCheckInterval.String()
+	}
 	if err := WriteFakeTools(c.Probes.ToolsDir, h.sysfs); err != nil {
 		return err
 	}
@@ -991,6 +1006,17 @@ func (p *Processes) Guide() string {
 	if h, r, peer, ok := f.exampleProbe(want); ok {
 		w("  ip netns exec %s %s --config %s probe --peer %s --rail %d --tool rping --family ipv4",
 			f.HostNS(h), filepath.Join(p.o.BinDir, AgentBinary), p.AgentConfig(h), peer, r)
+	}
+	w("")
+	if sock := f.LLDPSocket(0); sock != "" {
+		w("LLDP: lldpd in every host namespace (system name: the node) and leaf namespace (%s, ..., port ID: the leaf port);", f.LeafName(0))
+		w("each agent checks its rails' neighbours against the plan's cabling (rail condition CablingOK; roce-lab --swap-rails miscables):")
+		w("  lldpcli -u %s show neighbors", sock)
+		if bad := f.miscabledList(); bad != "" {
+			w("Miscabled (rails swapped at the leaf): %s", bad)
+		}
+	} else {
+		w("LLDP: none (%s): no cabling check.", f.LLDPNote())
 	}
 	if ok, bad := f.examplePings(want); ok != "" || bad != "" {
 		w("")

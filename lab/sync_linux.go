@@ -59,6 +59,10 @@ func (f *Fabric) Sync(p v1.FabricPlan) error {
 	if err := f.sameFabric(p); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
+	// The cabling is Up's: the leaves' ports do not move between leaves.
+	for i := range p.Nodes {
+		p.Nodes[i].Cabling = f.plan.Nodes[i].Cabling
+	}
 	if err := f.sync(p); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
@@ -74,7 +78,7 @@ func (f *Fabric) sameFabric(p v1.FabricPlan) error {
 		return fmt.Errorf("the plan has %d nodes, the lab %d", len(p.Nodes), len(f.plan.Nodes))
 	}
 	for i, n := range p.Nodes {
-		if n != f.plan.Nodes[i] {
+		if n.Name != f.plan.Nodes[i].Name || n.Index != f.plan.Nodes[i].Index {
 			return fmt.Errorf("nodes[%d] is %s (index %d), the lab's %s (index %d)", i, n.Name, n.Index, f.plan.Nodes[i].Name, f.plan.Nodes[i].Index)
 		}
 	}
@@ -204,6 +208,10 @@ func (f *Fabric) dropTenants(p v1.FabricPlan, want [][]string) error {
 
 // deleteNS deletes a namespace the lab made and forgets it.
 func (f *Fabric) deleteNS(ns *namespace) error {
+	// An lldpd holds its namespace (and the devices in it).
+	if err := f.stopLLDPIn(ns.name); err != nil {
+		return err
+	}
 	ns.close()
 	err := deleteNamespace(ns.name)
 	for i, m := range f.made {
@@ -238,6 +246,9 @@ func (f *Fabric) ensureTenants(p v1.FabricPlan, want [][]string) error {
 			tn := &tenantNS{id: t.ID, k: k, vni: t.VNI, ns: ns, vx: vxlanName(t.VNI)}
 			lf.tenants[t.ID] = tn
 			if err := f.addVXLAN(l, tn); err != nil {
+				return err
+			}
+			if err := f.startLLDPIn(ns); err != nil {
 				return err
 			}
 		}

@@ -64,6 +64,12 @@ type RailConfig struct {
 	Tenant     *TenantConfig `json:"tenant,omitempty" mapstructure:"tenant"`
 	// Peers are the rail's probe peers (from the controller).
 	Peers []PeerConfig `json:"peers,omitempty" mapstructure:"peers"`
+	// Leaf is the LLDP system name of the leaf the rail must reach, and
+	// LeafPort the leaf's LLDP port ID (or port description) it must
+	// reach: the cabling cross-check (condition CablingOK) compares them
+	// with the rail's LLDP neighbour. Empty: not planned.
+	Leaf     string `json:"leaf,omitempty" mapstructure:"leaf"`
+	LeafPort string `json:"leaf_port,omitempty" mapstructure:"leaf_port"`
 }
 
 // TenantConfig is the tenant a rail belongs to (reported, not configured on

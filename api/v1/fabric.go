@@ -42,10 +42,21 @@ type ProbePolicy struct {
 	MaxPeers int `json:"max_peers,omitempty"`
 }
 
-// PlanNode is a node of the fabric and its index in the address pools.
+// PlanNode is a node of the fabric and its index in the address pools,
+// with, optionally, the leaf port each rail is cabled to (copied into the
+// node config's rails[].leaf and leaf_port).
 type PlanNode struct {
-	Name  string `json:"name"`
-	Index int    `json:"index"`
+	Name    string        `json:"name"`
+	Index   int           `json:"index"`
+	Cabling []RailCabling `json:"cabling,omitempty"`
+}
+
+// RailCabling is where a rail of a node is cabled: the leaf's LLDP system
+// name and, optionally, the leaf's LLDP port ID (or port description).
+type RailCabling struct {
+	Rail int    `json:"rail"`
+	Leaf string `json:"leaf"`
+	Port string `json:"port,omitempty"`
 }
 
 // Tenant is a tenant: its VRF and L3 VNI on the leaves, and its members.

@@ -158,7 +158,9 @@ func sampleStatus(t *testing.T) *v1.NodeStatus {
 					{Type: v1.ConditionQoSReady, Status: v1.StatusUnsupported, Reason: "Unsupported", Message: "dcb: no dcbnl", Since: since},
 					{Type: v1.ConditionGPUAffinityOK, Status: v1.StatusUnknown, Reason: "NoGPU"},
 				}},
-			{Rail: 1, Netdev: "rail1", GIDIndexIPv4: -1, GIDIndexIPv6: -1},
+			{Rail: 1, Netdev: "rail1", GIDIndexIPv4: -1, GIDIndexIPv6: -1,
+				LLDP:       &v1.LLDPNeighbor{ChassisID: "0c:42:a1:00:00:01", SysName: "leaf1", PortID: "swp3", PortDescr: "to gpu-017 rail 1", Source: v1.LLDPSourceLldpctl, Seen: since},
+				Conditions: []v1.Condition{{Type: v1.ConditionCablingOK, Status: v1.StatusTrue, Reason: "Planned", Since: since}}},
 		},
 		Conditions: []v1.Condition{{Type: v1.ConditionNVMLReady, Status: v1.StatusTrue, Reason: "Available", Message: "driver 550.54.15", Since: since}},
 		Probes: []v1.ProbeResult{
@@ -344,6 +346,8 @@ func TestOpenAPIRejects(t *testing.T) {
 		{"null list", "Inventory", strings.Replace(string(empty), `"non_rail": []`, `"non_rail": null`, 1)},
 		{"unknown condition status", "NodeStatus", strings.Replace(status, `"status":"True"`, `"status":"Maybe"`, 1)},
 		{"generation as a string", "NodeStatus", strings.Replace(status, `"applied_generation":42`, `"applied_generation":"42"`, 1)},
+		{"unknown LLDP source", "NodeStatus", strings.Replace(status, `"source":"lldpctl"`, `"source":"snmp"`, 1)},
+		{"LLDP neighbour without port", "LLDPNeighbor", `{"chassis_id": "c", "source": "frame", "seen": "2025-01-01T00:00:00Z"}`},
 		{"probe without tool", "ProbeResult", `{"rail": 0, "peer_node": "n", "peer_rail": 0, "time": "2025-01-01T00:00:00Z"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -367,7 +371,7 @@ func TestOpenAPIMatchesGoTypes(t *testing.T) {
 	types := map[string]any{
 		"Inventory": v1.Inventory{}, "NVMLStatus": v1.NVMLStatus{}, "GPU": v1.GPU{}, "PCIeLink": v1.PCIeLink{}, "NIC": v1.NIC{},
 		"Port": v1.Port{}, "GID": v1.GID{}, "Affinity": v1.Affinity{}, "Rail": v1.Rail{}, "NonRail": v1.NonRail{},
-		"NodeStatus": v1.NodeStatus{}, "RailStatus": v1.RailStatus{}, "Condition": v1.Condition{}, "ProbeResult": v1.ProbeResult{},
+		"NodeStatus": v1.NodeStatus{}, "RailStatus": v1.RailStatus{}, "LLDPNeighbor": v1.LLDPNeighbor{}, "Condition": v1.Condition{}, "ProbeResult": v1.ProbeResult{},
 		"BandwidthProbe": v1.BandwidthProbe{}, "LatencyProbe": v1.LatencyProbe{},
 		"NodeConfig": v1.NodeConfig{}, "NodeIdentity": v1.NodeIdentity{}, "LinkConfig": v1.LinkConfig{}, "RoutingConfig": v1.RoutingConfig{},
 		"AddressingConfig": v1.AddressingConfig{}, "RailConfig": v1.RailConfig{}, "TenantConfig": v1.TenantConfig{},

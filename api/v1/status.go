@@ -19,6 +19,9 @@ const (
 	// ConditionPeerReachable and ConditionBandwidthOK come from probes.
 	ConditionPeerReachable ConditionType = "PeerReachable"
 	ConditionBandwidthOK   ConditionType = "BandwidthOK"
+	// ConditionCablingOK comes from the LLDP cabling cross-check: the
+	// rail reaches the planned leaf port and no other rail reaches it.
+	ConditionCablingOK ConditionType = "CablingOK"
 )
 
 // Node conditions.
@@ -34,7 +37,7 @@ const (
 var ConditionTypes = []ConditionType{
 	ConditionLinkUp, ConditionAddressesReady, ConditionMTUReady, ConditionRoutingReady, ConditionGIDReady,
 	ConditionQoSReady, ConditionDCQCNReady, ConditionPCIeLinkOK, ConditionGPUAffinityOK,
-	ConditionPeerReachable, ConditionBandwidthOK,
+	ConditionPeerReachable, ConditionBandwidthOK, ConditionCablingOK,
 	ConditionNVMLReady, ConditionPeerMemReady, ConditionControllerConnected,
 }
 
@@ -76,6 +79,29 @@ type RailStatus struct {
 	GIDIndexIPv4 int           `json:"gid_index_ipv4"`
 	GIDIndexIPv6 int           `json:"gid_index_ipv6"`
 	Conditions   []Condition   `json:"conditions"`
+	// LLDP is the rail's LLDP neighbour, the leaf port it is cabled to
+	// (nil: none seen, or LLDP is off).
+	LLDP *LLDPNeighbor `json:"lldp,omitempty"`
+}
+
+// LLDP neighbour sources.
+const (
+	LLDPSourceLldpctl = "lldpctl"
+	LLDPSourceFrame   = "frame"
+)
+
+// LLDPNeighbor is what a rail's LLDP neighbour (the leaf) says about
+// itself: its chassis ID and system name, and the port ID and description
+// of the port the rail is cabled to. Source is where the agent read it:
+// "lldpctl" (lldpd) or "frame" (an LLDPDU it received itself); Seen is
+// when.
+type LLDPNeighbor struct {
+	ChassisID string    `json:"chassis_id"`
+	SysName   string    `json:"sys_name,omitempty"`
+	PortID    string    `json:"port_id"`
+	PortDescr string    `json:"port_descr,omitempty"`
+	Source    string    `json:"source"`
+	Seen      time.Time `json:"seen"`
 }
 
 // NodeStatus is a node's observed state: what the agent serves at

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // RailTableSpan is how many rails the routing table and rule priority
@@ -51,6 +52,7 @@ func (c NodeConfig) validateRails(fail failFunc) {
 	rails := map[int]int{}
 	netdevs := map[string]int{}
 	devices := map[string]int{}
+	leafPorts := map[[2]string]int{}
 	for i, r := range c.Rails {
 		field := fmt.Sprintf("rails[%d]", i)
 		switch {
@@ -84,7 +86,83 @@ func (c NodeConfig) validateRails(fail failFunc) {
 			devices[r.RDMADevice] = i
 		}
 		validatePeers(r.Peers, field+".peers", fail)
+		checkLLDPName(r.Leaf, field+".leaf", fail)
+		checkLLDPName(r.LeafPort, field+".leaf_port", fail)
+		if r.LeafPort != "" {
+			k := [2]string{r.Leaf, r.LeafPort}
+			switch j, dup := leafPorts[k]; {
+			case r.Leaf == "":
+				fail(field+".leaf_port", "set without %s.leaf (the leaf whose port it is)", field)
+			case dup:
+				fail(field+".leaf_port", "leaf %s port %s is also rails[%d]'s: two rails cannot reach one leaf port", Clip(r.Leaf), Clip(r.LeafPort), j)
+			default:
+				leafPorts[k] = i
+			}
+		}
 	}
+}
+
+// MaxLLDPNameBytes bounds a leaf name or leaf port in the config (LLDP
+// TLVs carry at most 255 bytes).
+const MaxLLDPNameBytes = 255
+
+// checkLLDPName checks a leaf system name or port: printable, at most 255
+// bytes ("" is not set).
+func checkLLDPName(s, field string, fail failFunc) {
+	if err := CheckLLDPName(s); err != nil {
+		fail(field, "%v", err)
+	}
+}
+
+// CheckLLDPName says why a string cannot be an LLDP system name or port ID
+// in the config (nil when it can, and for ""): it must be valid UTF-8,
+// printable, and at most 255 bytes.
+func CheckLLDPName(s string) error {
+	switch {
+	case len(s) > MaxLLDPNameBytes:
+		return fmt.Errorf("%s is longer than %d bytes", Clip(s), MaxLLDPNameBytes)
+	case !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
+		return fmt.Errorf("%s has unprintable characters", Clip(s))
+	}
+	return nil
+}
+
+// CablingProblems checks a plan node's cabling (field is its name,
+// "nodes[3].cabling"): each rail in 0-rails-1 and listed once, a leaf
+// name, a valid port, and no two rails on one leaf port. Each error is
+// "field: reason".
+func CablingProblems(cabling []RailCabling, rails int, field string) []error {
+	var errs []error
+	fail := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	seen := map[int]int{}
+	ports := map[[2]string]int{}
+	for i, c := range cabling {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if c.Rail < 0 || c.Rail >= rails {
+			fail(f+".rail", "%d is outside 0-%d", c.Rail, rails-1)
+		} else if j, dup := seen[c.Rail]; dup {
+			fail(f+".rail", "rail %d is also %s[%d]", c.Rail, field, j)
+		} else {
+			seen[c.Rail] = i
+		}
+		if c.Leaf == "" {
+			fail(f+".leaf", "required (the leaf's LLDP system name)")
+		} else {
+			checkLLDPName(c.Leaf, f+".leaf", fail)
+		}
+		checkLLDPName(c.Port, f+".port", fail)
+		if c.Port != "" && c.Leaf != "" {
+			k := [2]string{c.Leaf, c.Port}
+			if j, dup := ports[k]; dup {
+				fail(f+".port", "leaf %s port %s is also %s[%d]'s: two rails cannot reach one leaf port", Clip(c.Leaf), Clip(c.Port), field, j)
+			} else {
+				ports[k] = i
+			}
+		}
+	}
+	return errs
 }
 
 // validatePeers checks a rail's probe peers: a node name, a rail number

@@ -97,3 +97,55 @@ func TestValidateHelpers(t *testing.T) {
 		t.Errorf("Clip = %s", got)
 	}
 }
+
+// rails[].leaf and leaf_port: printable, at most 255 bytes, leaf_port
+// with a leaf, and no two rails on one leaf port.
+func TestValidateLeafCabling(t *testing.T) {
+	c := validNodeConfig()
+	c.Rails[0].Leaf, c.Rails[0].LeafPort = "leaf0", "swp1"
+	c.Rails[1].Leaf, c.Rails[1].LeafPort = "leaf0", "swp2"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid cabling rejected: %v", err)
+	}
+	c.Rails[1].LeafPort = "swp1"
+	c.Rails = append(c.Rails,
+		v1.RailConfig{Rail: intp(2), Leaf: "leaf\x00", LeafPort: strings.Repeat("p", 256)},
+		v1.RailConfig{Rail: intp(3), LeafPort: "swp4"})
+	want := []string{
+		`rails[1].leaf_port: leaf "leaf0" port "swp1" is also rails[0]'s: two rails cannot reach one leaf port`,
+		`rails[2].leaf: "leaf\x00" has unprintable characters`,
+		`rails[2].leaf_port: "` + strings.Repeat("p", 64) + `"... (256 bytes) is longer than 255 bytes`,
+		"rails[3].leaf_port: set without rails[3].leaf (the leaf whose port it is)",
+	}
+	if err := c.Validate(); err == nil || err.Error() != strings.Join(want, "\n") {
+		t.Errorf("Validate() =\n%v\nwant\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+func TestCablingProblems(t *testing.T) {
+	ok := []v1.RailCabling{{Rail: 0, Leaf: "leaf0", Port: "swp1"}, {Rail: 1, Leaf: "leaf1", Port: "swp1"}, {Rail: 2, Leaf: "leaf0"}}
+	if errs := v1.CablingProblems(ok, 8, "nodes[0].cabling"); len(errs) != 0 {
+		t.Fatalf("valid cabling rejected: %v", errs)
+	}
+	bad := []v1.RailCabling{
+		{Rail: 0, Leaf: "leaf0", Port: "swp1"},
+		{Rail: 8, Leaf: "leaf1"},
+		{Rail: 0, Leaf: "leaf2"},
+		{Rail: 3, Leaf: "leaf0", Port: "swp1"},
+		{Rail: 4, Port: "swp9\n"},
+	}
+	want := []string{
+		"nodes[0].cabling[1].rail: 8 is outside 0-7",
+		"nodes[0].cabling[2].rail: rail 0 is also nodes[0].cabling[0]",
+		`nodes[0].cabling[3].port: leaf "leaf0" port "swp1" is also nodes[0].cabling[0]'s: two rails cannot reach one leaf port`,
+		"nodes[0].cabling[4].leaf: required (the leaf's LLDP system name)",
+		`nodes[0].cabling[4].port: "swp9\n" has unprintable characters`,
+	}
+	var got []string
+	for _, e := range v1.CablingProblems(bad, 8, "nodes[0].cabling") {
+		got = append(got, e.Error())
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("CablingProblems =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +42,8 @@ type options struct {
 	controllerPort   int
 	followInterval   time.Duration
 	probeInterval    time.Duration
+	lldp             string
+	swapRails        []string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -62,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.controllerPort, "controller-port", lab.DefaultControllerPort, "the controller's HTTPS port")
 	fs.DurationVar(&o.followInterval, "follow-interval", time.Second, "how often the leaves re-read the controller's tenants")
 	fs.DurationVar(&o.probeInterval, "probe-interval", lab.DefaultProbeInterval, "the agents' probes.interval: how often each rail probes its tenant peers with the lab's fake tools (5s-24h; 0: no scheduled probes, the probe API still serves)")
+	fs.StringVar(&o.lldp, "lldp", lab.LLDPAuto, "lldpd in the host and leaf namespaces, for the agents' cabling check: auto (when lldpd is installed), on, off")
+	fs.StringArrayVar(&o.swapRails, "swap-rails", nil, "miscable: swap the leaf ports two rails of a node reach, NODE:A,B (repeatable; the agents' CablingOK catches it through LLDP)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: roce-lab [flags]\n\nBrings up a multi-tenant RoCE fabric lab in network namespaces (root), starts the\ncontroller and one agent per host, prints where to look and waits for Ctrl-C.\nSee docs/lab.md.\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -106,7 +111,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func up(ctx context.Context, o options, logger *slog.Logger, stdout io.Writer) (err error) {
-	lo := lab.Options{Prefix: o.prefix, Hosts: o.hosts, Leaves: o.leaves, WorkDir: o.workDir, Expose: o.expose}
+	lo := lab.Options{Prefix: o.prefix, Hosts: o.hosts, Leaves: o.leaves, WorkDir: o.workDir, Expose: o.expose, LLDP: o.lldp}
+	swaps, err := parseSwaps(o.swapRails)
+	if err != nil {
+		return err
+	}
 	if lo.MgmtSubnet, err = netip.ParsePrefix(o.mgmt); err != nil {
 		return fmt.Errorf("--mgmt-subnet: %w", err)
 	}
@@ -133,6 +142,9 @@ func up(ctx context.Context, o options, logger *slog.Logger, stdout io.Writer) (
 		return err
 	}
 	logger.Info("topology up", "namespaces", len(f.Namespaces()), "took", time.Since(t0).Round(time.Millisecond), "work_dir", f.WorkDir())
+	if note := f.LLDPNote(); note != "" {
+		logger.Warn(note + ": the agents' cabling check (CablingOK) is off")
+	}
 	var procs *lab.Processes
 	defer func() {
 		if o.keep {
@@ -150,6 +162,16 @@ func up(ctx context.Context, o options, logger *slog.Logger, stdout io.Writer) (
 		}
 		logger.Info("removed everything the lab made")
 	}()
+	for _, sw := range swaps {
+		h, ok := f.HostOf(sw.node)
+		if !ok {
+			return fmt.Errorf("--swap-rails: no node %s", sw.node)
+		}
+		if err := f.SwapRails(h, sw.a, sw.b); err != nil {
+			return fmt.Errorf("--swap-rails: %w", err)
+		}
+		logger.Info("miscabled: rails swapped at the leaf", "node", sw.node, "rails", fmt.Sprintf("%d,%d", sw.a, sw.b))
+	}
 	probeInterval := o.probeInterval
 	if probeInterval == 0 {
 		probeInterval = -1 // no scheduled probes
@@ -215,4 +237,29 @@ func members(t v1.Tenant) string {
 		}
 	}
 	return ";" + s
+}
+
+// swap is a --swap-rails value.
+type swap struct {
+	node string
+	a, b int
+}
+
+// parseSwaps parses NODE:A,B values.
+func parseSwaps(values []string) ([]swap, error) {
+	var out []swap
+	for _, v := range values {
+		node, rails, ok := strings.Cut(v, ":")
+		var sw swap
+		if ok {
+			_, err := fmt.Sscanf(rails, "%d,%d", &sw.a, &sw.b)
+			ok = err == nil && fmt.Sprintf("%d,%d", sw.a, sw.b) == rails
+		}
+		if !ok || node == "" {
+			return nil, fmt.Errorf("--swap-rails %q: want NODE:A,B (two rails of a node, e.g. gpu-01:0,1)", v)
+		}
+		sw.node = node
+		out = append(out, sw)
+	}
+	return out, nil
 }

@@ -18,10 +18,23 @@ func TestUsage(t *testing.T) {
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--hosts", "x"}, 2, "invalid argument"},
 		{[]string{"--bogus"}, 2, "unknown flag: --bogus"},
+		{[]string{"--help"}, 0, "--swap-rails"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(tc.args, &out, &errOut); code != tc.code || !strings.Contains(errOut.String(), tc.want) {
 			t.Errorf("roce-lab %v: exit %d, want %d; stderr %q lacks %q", tc.args, code, tc.code, errOut.String(), tc.want)
+		}
+	}
+}
+
+func TestParseSwaps(t *testing.T) {
+	got, err := parseSwaps([]string{"gpu-01:0,2", "gpu-00:3,1"})
+	if err != nil || len(got) != 2 || got[0] != (swap{"gpu-01", 0, 2}) || got[1] != (swap{"gpu-00", 3, 1}) {
+		t.Errorf("parseSwaps: %+v, %v", got, err)
+	}
+	for _, bad := range []string{"gpu-01", "gpu-01:0", ":0,1", "gpu-01:0,1,2", "gpu-01:a,b", "gpu-01:0, 1"} {
+		if _, err := parseSwaps([]string{bad}); err == nil {
+			t.Errorf("parseSwaps(%q): no error", bad)
 		}
 	}
 }
