@@ -75,7 +75,6 @@ func runDiag(env *cliEnv) error {
 		if err != nil {
 			return fmt.Errorf("bundle: %w", err)
 		}
-		env.log.Info("bundle written", "path", bundlePath, "entries", len(m.Entries))
 		fmt.Fprintf(os.Stderr, "bundle: %s (%d entries; manifest.json lists each with its source and status)\n", bundlePath, len(m.Entries))
 	}
 	if rep.ExitCode != 0 {
