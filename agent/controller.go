@@ -548,6 +548,47 @@ func positive(d, def time.Duration) time.Duration {
 	return d
 }
 
+// ControllerCredentials is what a client of the controller needs, read
+// from the settings exactly as the agent's own client reads them: the
+// replicas' base URLs, the TLS roots and client certificate, and the
+// bearer token. roce-agent diag asks the controller with them.
+type ControllerCredentials struct {
+	Bases []string
+	TLS   *tls.Config
+	Token string
+}
+
+// Credentials reads the controller settings' URLs, CA, certificate and
+// token; every error names its key.
+func (c ControllerConfig) Credentials() (*ControllerCredentials, error) {
+	urls, err := parseControllerURLs(c.URL, c.InsecureHTTP)
+	if err != nil {
+		return nil, fmt.Errorf("controller.url: %w", err)
+	}
+	cred := &ControllerCredentials{TLS: &tls.Config{MinVersion: tls.VersionTLS12}}
+	for _, u := range urls {
+		cred.Bases = append(cred.Bases, u.String())
+	}
+	if cred.TLS.RootCAs, err = c.rootCAs(); err != nil {
+		return nil, err
+	}
+	pair, err := c.keyPair()
+	if err != nil {
+		return nil, err
+	}
+	if pair != nil {
+		cred.TLS.Certificates = []tls.Certificate{*pair}
+	}
+	if cred.Token, err = c.token(); err != nil {
+		return nil, err
+	}
+	return cred, nil
+}
+
+// SameOriginRedirect is the agent's redirect policy towards the
+// controller, for other clients of it (http.Client.CheckRedirect).
+func SameOriginRedirect(req *http.Request, via []*http.Request) error { return sameOrigin(req, via) }
+
 // sameOrigin follows a redirect only to the same scheme, host and port:
 // the node's credentials never go to another host.
 func sameOrigin(req *http.Request, via []*http.Request) error {
