@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/diag"
 	"github.com/roce-agent/roce-agent/probe"
 )
 
@@ -285,3 +286,23 @@ func railConditions(t *testing.T, path string) map[v1.ConditionType]v1.Condition
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// diagResults parses a diag step's JSON report: the results about rail 0
+// and the node, by check ID.
+func diagResults(t *testing.T, s *step) map[string]diag.Result {
+	t.Helper()
+	var rep diag.Report
+	if err := json.Unmarshal([]byte(s.stdout), &rep); err != nil {
+		t.Errorf("%s: not a diag report (exit %d): %v\n%s", s.Name, s.RC, err, tail(s.stdout+s.stderr, 10))
+		return nil
+	}
+	out := map[string]diag.Result{}
+	for _, r := range rep.Results {
+		if r.Rail == nil || *r.Rail == 0 {
+			if have, ok := out[r.ID]; !ok || r.Status.Rank() > have.Status.Rank() {
+				out[r.ID] = r
+			}
+		}
+	}
+	return out
+}

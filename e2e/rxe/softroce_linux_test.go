@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
+	"github.com/roce-agent/roce-agent/diag"
 )
 
 // TestSoftRoCE boots the two guests against a controller on the host and
@@ -130,6 +131,33 @@ func TestSoftRoCE(t *testing.T) {
 			if s := loadStep(t, resA, "bare-rping-"+fam); s != nil {
 				bareRping(t, s)
 			}
+		}
+	})
+
+	t.Run("diag", func(t *testing.T) {
+		s := loadStep(t, resA, "diag")
+		if s == nil {
+			return
+		}
+		res := diagResults(t, s)
+		for key, want := range map[string]diag.Status{
+			"NIC-PORT-001": diag.Pass, "ROCE-ADDR-001": diag.Pass, "ROCE-GID-001": diag.Pass, "ROCE-GID-002": diag.Pass,
+			"ROCE-MTU-001": diag.Pass, "ROCE-MTU-002": diag.Pass, "NET-ROUTE-001": diag.Pass, "NET-SYSCTL-001": diag.Pass,
+			"CNT-ROCE-001": diag.Pass, "AGENT-DAEMON-001": diag.Pass, "CTRL-CONN-001": diag.Pass,
+		} {
+			r, ok := res[key]
+			switch {
+			case !ok:
+				t.Errorf("diag: no result of %s on rail 0 (or the node)", key)
+			case r.Status != want:
+				t.Errorf("diag: %s %s is %s, want %s: observed %q expected %q: %s", key, r.Subject, r.Status, want, r.Observed, r.Expected, r.Reason)
+			default:
+				t.Logf("diag: %s %s %s %s (%s)", r.Status, key, r.Subject, r.Observed, r.Reason)
+			}
+		}
+		// the active MTU came from ibv_devinfo on the real RDMA device
+		if r := res["ROCE-MTU-002"]; !strings.Contains(r.Reason, "ibv_devinfo") || strings.Contains(r.Reason, "derived") {
+			t.Errorf("diag: ROCE-MTU-002 did not read ibv_devinfo: %s", r.Reason)
 		}
 	})
 
@@ -261,6 +289,13 @@ func checkPhase2(t *testing.T, resA, resB string) {
 		if s := loadStep(t, resA, "break-link-down"); s != nil {
 			t.Logf("leaf link down: %s", checkFailed(t, s,
 				regexp.MustCompile(`(?i)down|carrier|unreachable|no route|no answer|timed? ?out`)))
+		}
+		if s := loadStep(t, resA, "diag-link-down"); s != nil {
+			if r := diagResults(t, s)["NIC-PORT-001"]; r.Status != diag.Fail || s.RC != 2 {
+				t.Errorf("diag with the leaf link down: exit %d, NIC-PORT-001 %s (%s %s)", s.RC, r.Status, r.Observed, r.Reason)
+			} else {
+				t.Logf("diag with the leaf link down: exit 2, NIC-PORT-001 FAIL %s", r.Observed)
+			}
 		}
 		if s := loadStep(t, resA, "break-mtu"); s != nil {
 			t.Logf("leaf MTU 1500: %s", checkFailed(t, s, regexp.MustCompile(`(?i)mtu`)))

@@ -19,7 +19,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${RXE_WORK:-/var/cache/roce-agent-rxe}
-PKGS="qemu-system-x86 busybox-static kmod cpio xz-utils perftest rdma-core rdmacm-utils ibverbs-providers iproute2 iputils-ping curl jq"
+PKGS="qemu-system-x86 busybox-static kmod cpio xz-utils perftest rdma-core rdmacm-utils ibverbs-providers ibverbs-utils iproute2 iputils-ping curl jq"
 # Modules loaded from the initramfs before the chroot: the host's /lib/modules
 # holds nothing for the guest kernel, so nothing can be loaded later.
 # crc32_generic: rdma_rxe asks the crypto API for "crc32" and fails without it.
