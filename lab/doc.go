@@ -12,7 +12,10 @@
 //   - EVPN Type-5 state written statically, as zebra would install it:
 //     remote rail prefixes routed over the VXLAN device to the remote
 //     VTEP, with permanent neighbour and fdb entries for the remote
-//     router MAC.
+//     router MAC;
+//   - with lldpd installed, an lldpd in every host namespace and every
+//     leaf namespace with leaf ports, for the agents' LLDP cabling check
+//     against the plan's cabling; SwapRails miscables two rails.
 //
 // Up builds the topology, Sync makes the leaves follow a changed plan,
 // Down (or Cleanup, after a crash) removes it. Start runs the reference
