@@ -164,7 +164,10 @@ func checkLinkUp(_ context.Context, e *Env) []Result {
 	return out
 }
 
-func checkAddresses(_ context.Context, e *Env) []Result {
+// eachPresentRail runs judge on every desired rail whose netdev is there
+// (the others SKIP: NET-LINK-001 fails them) and puts each result on its
+// rail.
+func eachPresentRail(e *Env, judge func(d *agent.Diagnosis, r linkengine.RailLink, subject string) Result) []Result {
 	d, rs := linkView(e)
 	if rs != nil {
 		return rs
@@ -175,7 +178,13 @@ func checkAddresses(_ context.Context, e *Env) []Result {
 			out = append(out, res)
 			continue
 		}
-		subject := railSubject(r.Netdev, "")
+		out = append(out, judge(d, r, railSubject(r.Netdev, "")).OnRail(r.Rail))
+	}
+	return out
+}
+
+func checkAddresses(_ context.Context, e *Env) []Result {
+	return eachPresentRail(e, func(d *agent.Diagnosis, r linkengine.RailLink, subject string) Result {
 		var want []string
 		for _, p := range []netip.Prefix{r.IPv4, r.IPv6} {
 			if p.IsValid() {
@@ -196,44 +205,32 @@ func checkAddresses(_ context.Context, e *Env) []Result {
 		adds, conflicts := changesOf(d, r.Rail, linkengine.AddrAdd), conflictsOf(d, r.Rail, "address")
 		switch {
 		case len(conflicts) > 0:
-			out = append(out, FailResult(subject, observed, strings.Join(want, " "), reasons(conflicts)).OnRail(r.Rail))
+			return FailResult(subject, observed, strings.Join(want, " "), reasons(conflicts))
 		case len(adds) > 0:
-			out = append(out, FailResult(subject, observed, strings.Join(want, " "), "missing: "+commands(adds)).OnRail(r.Rail))
+			return FailResult(subject, observed, strings.Join(want, " "), "missing: "+commands(adds))
 		case len(want) == 0:
-			out = append(out, SkipResult(subject, "the rail has no address in the desired state").OnRail(r.Rail))
+			return SkipResult(subject, "the rail has no address in the desired state")
 		default:
-			out = append(out, PassResult(subject, strings.Join(want, " ")).OnRail(r.Rail))
+			return PassResult(subject, strings.Join(want, " "))
 		}
-	}
-	return out
+	})
 }
 
 func checkMTU(_ context.Context, e *Env) []Result {
-	d, rs := linkView(e)
-	if rs != nil {
-		return rs
-	}
-	var out []Result
-	for _, r := range d.Desired {
-		if res, missing := missingNetdev(d, r); missing {
-			out = append(out, res)
-			continue
-		}
-		subject := railSubject(r.Netdev, "")
+	return eachPresentRail(e, func(d *agent.Diagnosis, r linkengine.RailLink, subject string) Result {
 		link := d.Live.Links[r.Netdev]
 		observed, expected := fmt.Sprint(link.MTU), fmt.Sprint(r.MTU)
 		switch {
 		case r.MTU == 0:
-			out = append(out, SkipResult(subject, "the desired state sets no MTU").OnRail(r.Rail))
+			return SkipResult(subject, "the desired state sets no MTU")
 		case link.MaxMTU > 0 && link.MaxMTU < r.MTU:
-			out = append(out, FailResult(subject, observed, expected, fmt.Sprintf("the NIC's maximum MTU is %d, below the configured %d", link.MaxMTU, r.MTU)).OnRail(r.Rail))
+			return FailResult(subject, observed, expected, fmt.Sprintf("the NIC's maximum MTU is %d, below the configured %d", link.MaxMTU, r.MTU))
 		case link.MTU != r.MTU:
-			out = append(out, FailResult(subject, observed, expected, fmt.Sprintf("%s has MTU %d", r.Netdev, link.MTU)).OnRail(r.Rail))
+			return FailResult(subject, observed, expected, fmt.Sprintf("%s has MTU %d", r.Netdev, link.MTU))
 		default:
-			out = append(out, PassResult(subject, observed).OnRail(r.Rail))
+			return PassResult(subject, observed)
 		}
-	}
-	return out
+	})
 }
 
 func checkRouting(_ context.Context, e *Env) []Result {
@@ -276,17 +273,7 @@ func checkSysctls(_ context.Context, e *Env) []Result {
 	if !e.Desired && e.Live && len(e.Rails()) > 0 {
 		return sysctlsWithoutDesired(e)
 	}
-	d, rs := linkView(e)
-	if rs != nil {
-		return rs
-	}
-	var out []Result
-	for _, r := range d.Desired {
-		if res, missing := missingNetdev(d, r); missing {
-			out = append(out, res)
-			continue
-		}
-		subject := railSubject(r.Netdev, "")
+	return eachPresentRail(e, func(d *agent.Diagnosis, r linkengine.RailLink, subject string) Result {
 		want := r.Sysctls()
 		keys := make([]string, 0, len(want))
 		for k := range want {
@@ -314,12 +301,10 @@ func checkSysctls(_ context.Context, e *Env) []Result {
 			good = append(good, fmt.Sprintf("%s=%s", name, have))
 		}
 		if len(bad) > 0 {
-			out = append(out, FailResult(subject, strings.Join(bad, ", "), "arp_ignore=1 arp_announce=2 rp_filter=2 (and keep_addr_on_down=1 with IPv6)", "the rail's sysctls differ: "+strings.Join(bad, "; ")).OnRail(r.Rail))
-			continue
+			return FailResult(subject, strings.Join(bad, ", "), "arp_ignore=1 arp_announce=2 rp_filter=2 (and keep_addr_on_down=1 with IPv6)", "the rail's sysctls differ: "+strings.Join(bad, "; "))
 		}
-		out = append(out, PassResult(subject, strings.Join(good, " ")).OnRail(r.Rail))
-	}
-	return out
+		return PassResult(subject, strings.Join(good, " "))
+	})
 }
 
 // dotted renders a /proc/sys path as sysctl(8) names it.
