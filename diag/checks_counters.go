@@ -347,7 +347,13 @@ var linkRules = map[string]counterRule{
 }
 
 func checkLinkErrors(ctx context.Context, e *Env) []Result {
-	targets, out := portCounterTargets(e, "counters", linkCounters, "PMA counters (counters/): its driver has none (rxe)")
+	return checkCounterSet(ctx, e, "counters", linkCounters, linkRules, "PMA counters (counters/): its driver has none (rxe)", "no link error counter rising")
+}
+
+// checkCounterSet samples the named counters of dir on every rail port
+// and judges each port by rules.
+func checkCounterSet(ctx context.Context, e *Env, dir string, names []string, rules map[string]counterRule, absent, quiet string) []Result {
+	targets, out := portCounterTargets(e, dir, names, absent)
 	if len(targets) == 0 {
 		return out
 	}
@@ -361,7 +367,7 @@ func checkLinkErrors(ctx context.Context, e *Env) []Result {
 			out = append(out, s.result())
 			continue
 		}
-		out = append(out, judgeCounters(s, window, linkCounters, linkRules, "no link error counter rising"))
+		out = append(out, judgeCounters(s, window, names, rules, quiet))
 	}
 	return railOrdered(out)
 }
@@ -394,23 +400,7 @@ var roceRules = map[string]counterRule{
 }
 
 func checkRoCEErrors(ctx context.Context, e *Env) []Result {
-	targets, out := portCounterTargets(e, "hw_counters", roceCounters, "transport counters (hw_counters/): its driver exports none")
-	if len(targets) == 0 {
-		return out
-	}
-	samples, window, err := sampleCounters(ctx, e, targets, 1)
-	if err != nil {
-		return append(out, sampleInterrupted(targets, err)...)
-	}
-	for i := range samples {
-		s := &samples[i]
-		if s.err != nil {
-			out = append(out, s.result())
-			continue
-		}
-		out = append(out, judgeCounters(s, window, roceCounters, roceRules, "no transport error counter rising"))
-	}
-	return railOrdered(out)
+	return checkCounterSet(ctx, e, "hw_counters", roceCounters, roceRules, "transport counters (hw_counters/): its driver exports none", "no transport error counter rising")
 }
 
 // railOrdered orders results by rail (node results first), keeping the
