@@ -580,9 +580,18 @@ func checkDaemonConditions(ctx context.Context, e *Env) []Result {
 
 // judgeConditions is one result per condition that is False (FAIL) or
 // Unknown (WARN), else one PASS for the subject.
+// benignUnknown are the reasons of Unknown conditions that say the
+// condition does not apply on this host or has not been looked at yet
+// (no GPU, no qos section, NVML off, no peers, no probe yet): not faults.
+var benignUnknown = map[string]bool{
+	"NoGPU": true, "NotConfigured": true, "NotQueried": true, "NotManaged": true, "NotChecked": true,
+	"NoPeers": true, "NotProbed": true, "NotProbedYet": true, "NoPCIDevice": true,
+}
+
 func judgeConditions(subject string, conds []v1.Condition) []Result {
 	var out []Result
 	ok, unsupported := 0, 0
+	var unknown []string
 	for _, c := range conds {
 		observed := fmt.Sprintf("%s=%s (%s)", c.Type, c.Status, c.Reason)
 		why := c.Message
@@ -598,6 +607,12 @@ func judgeConditions(subject string, conds []v1.Condition) []Result {
 		case v1.StatusFalse:
 			out = append(out, withConditionRemedy(FailResult(subject, observed, string(c.Type)+"=True", why), c.Type))
 		default:
+			if benignUnknown[c.Reason] {
+				// The condition does not apply here, or the daemon has
+				// not looked yet: listed, not a warning.
+				unknown = append(unknown, fmt.Sprintf("%s (%s)", c.Type, c.Reason))
+				continue
+			}
 			out = append(out, withConditionRemedy(WarnResult(subject, observed, string(c.Type)+"=True", why), c.Type))
 		}
 	}
@@ -611,7 +626,12 @@ func judgeConditions(subject string, conds []v1.Condition) []Result {
 	if unsupported > 0 {
 		observed += fmt.Sprintf(", %d Unsupported", unsupported)
 	}
-	return []Result{PassResult(subject, observed)}
+	res := PassResult(subject, observed)
+	if len(unknown) > 0 {
+		res.Observed += fmt.Sprintf(", %d Unknown", len(unknown))
+		res.Reason = "Unknown: " + strings.Join(unknown, ", ")
+	}
+	return []Result{res}
 }
 
 // conditionRemedies point a condition at what to do about it.

@@ -457,3 +457,22 @@ func TestCtrlGeneration(t *testing.T) {
 	e.Config.Controller.URL = "http://" + deadAddress(t)
 	want(t, check(t, e, "CTRL-GEN-001"), "controller", Skip, "CTRL-CONN-001", "connection refused")
 }
+
+// Unknown conditions that only say "does not apply here" or "not looked
+// at yet" are listed in the PASS, not warned about.
+func TestAgentConditionsNotApplicable(t *testing.T) {
+	conds := []v1.Condition{
+		{Type: v1.ConditionLinkUp, Status: v1.StatusTrue, Reason: "OperUp"},
+		{Type: v1.ConditionQoSReady, Status: v1.StatusUnknown, Reason: "NotConfigured"},
+		{Type: v1.ConditionGPUAffinityOK, Status: v1.StatusUnknown, Reason: "NoGPU"},
+		{Type: v1.ConditionPeerReachable, Status: v1.StatusUnknown, Reason: "NotProbedYet"},
+	}
+	rs := judgeConditions("rail0", conds)
+	if len(rs) != 1 || rs[0].Status != Pass || rs[0].Observed != "1 conditions True, 3 Unknown" || !strings.Contains(rs[0].Reason, "QoSReady (NotConfigured)") {
+		t.Errorf("%+v", rs)
+	}
+	conds = append(conds, v1.Condition{Type: v1.ConditionGIDReady, Status: v1.StatusUnknown, Reason: "Pending"})
+	if rs := judgeConditions("rail0", conds); len(rs) != 1 || rs[0].Status != Warn {
+		t.Errorf("a pending GID: %+v", rs)
+	}
+}
