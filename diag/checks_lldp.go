@@ -20,19 +20,22 @@ import (
 // Cabling checks: the rails' LLDP neighbours against the plan
 // (nic/lldp.CheckCabling, the daemon's CablingOK).
 
-// lldpListenWait is how long diag listens for LLDP frames: leaves send
-// one every 30s by default.
-const lldpListenWait = 35 * time.Second
+// DefaultLLDPListen is how long diag listens for LLDP frames by default
+// (Env.LLDPListen): leaves send one every 30s by default.
+const DefaultLLDPListen = 35 * time.Second
+
+// maxLLDPListen bounds Env.LLDPListen (the command refuses more).
+const maxLLDPListen = 5 * time.Minute
 
 func init() {
 	register(
 		Check{
 			ID: "LLDP-CABLE-001", Title: "rail reaches the planned leaf port",
-			Doc: "Reads each rail's LLDP neighbour (lldpd's `lldpctl -f json`, else the running daemon's /v1/status, else by listening for LLDP frames on the rails for up to 35s as root) " +
+			Doc: "Reads each rail's LLDP neighbour (lldpd's `lldpctl -f json`, else the running daemon's /v1/status, else by listening for LLDP frames on the rails as root, for `--lldp-listen` (35s; 0 does not listen)) " +
 				"and compares it with the leaf (LLDP system name) and port (port ID or description) the desired state plans for the rail (`rails[].leaf`, `rails[].leaf_port`, from the controller's plan `nodes[].cabling`). A rail cabled elsewhere fails, naming what it reaches and which rail that port is planned for (two rails swapped).",
 			Remedy:  "recable the rail to the planned leaf port (swap the two cables when two rails look swapped), or correct the plan's cabling; check with `lldpctl` on the host and the leaf's LLDP neighbour table",
 			Run:     checkCablingPlanned,
-			Timeout: 40 * time.Second,
+			Timeout: maxLLDPListen + 10*time.Second,
 		},
 		Check{
 			ID: "LLDP-CABLE-002", Title: "no two rails on the same leaf port",
@@ -40,7 +43,7 @@ func init() {
 				"and a rail that sees several neighbours has something between it and the leaf. Rails of a host on one leaf are fine, on distinct ports.",
 			Remedy:  "trace both cables: each rail must reach its own leaf port directly; remove whatever between the NIC and the leaf forwards LLDP",
 			Run:     checkCablingShared,
-			Timeout: 40 * time.Second,
+			Timeout: maxLLDPListen + 10*time.Second,
 		},
 	)
 }
@@ -123,13 +126,16 @@ func (v *lldpView) read(ctx context.Context, e *Env) {
 	case e.Config.LLDP.Source == lldp.SourceLldpctl:
 		why = append(why, "lldp.source is lldpctl: diag does not listen for frames")
 	case !e.Live:
-		v.whole = []Result{UnknownResult("node", "no LLDP neighbours to check: "+strings.Join(why, "; ")+"; the inventory is a sysfs tree, so diag does not listen on the rails")}
+		v.whole = []Result{SkipResult("node", "no LLDP neighbours to check: "+strings.Join(why, "; ")+"; the inventory is a sysfs tree, so diag does not listen on the rails")}
 		return
 	case !e.Privileged:
 		v.whole = []Result{PrivilegeResult("node", "no LLDP neighbours to check: "+strings.Join(why, "; ")+"; listening for LLDP frames on the rails needs root (CAP_NET_RAW)")}
 		return
+	case e.LLDPListen <= 0:
+		v.whole = []Result{UnknownResult("node", "no LLDP neighbours to check: "+strings.Join(why, "; ")+"; listening for LLDP frames is off (--lldp-listen 0)")}
+		return
 	default:
-		wait := lldpListenWait
+		wait := min(e.LLDPListen, maxLLDPListen)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl)-2*time.Second < wait {
 			wait = max(time.Until(dl)-2*time.Second, time.Second)
 		}

@@ -183,7 +183,12 @@ func TestLLDPCableFromDaemon(t *testing.T) {
 func TestLLDPCableNoSource(t *testing.T) {
 	missing := &lldpRunner{err: fmt.Errorf("lldpctl: %w", probe.ErrToolMissing)}
 	e, _ := lldpEnv(t, missing)
-	want(t, check(t, e, "LLDP-CABLE-001"), "node", Unknown, "not installed", "listen.metrics is empty", "sysfs tree")
+	want(t, check(t, e, "LLDP-CABLE-001"), "node", Skip, "not installed", "listen.metrics is empty", "sysfs tree")
+
+	// The live host as root with listening turned off (--lldp-listen 0).
+	e, _ = lldpEnv(t, missing)
+	e.Live, e.Privileged, e.LLDPListen = true, true, 0
+	want(t, check(t, e, "LLDP-CABLE-001"), "node", Unknown, "not installed", "listening for LLDP frames is off")
 
 	// lldpd down, a live host, not root.
 	down := &lldpRunner{out: probe.Output{ExitCode: 1, Stderr: "unable to connect to socket /run/lldpd.socket: No such file or directory"}}
@@ -204,7 +209,7 @@ func TestLLDPCableNoSource(t *testing.T) {
 	// Root on the live host: diag listens (here the fixture's netdevs do
 	// not exist, so each rail says why it could not).
 	e, devs := lldpEnv(t, missing)
-	e.Live, e.Privileged = true, true
+	e.Live, e.Privileged, e.LLDPListen = true, true, time.Second
 	want(t, check(t, e, "LLDP-CABLE-002"), devs[0], Unknown, "lldp listen "+devs[0], "read from LLDP frames")
 
 	// lldp.source off.

@@ -63,6 +63,10 @@ type Env struct {
 	Privileged bool
 	// Sample is how far apart the two samples of the error counters are.
 	Sample time.Duration
+	// LLDPListen is how long the cabling checks listen for LLDP frames
+	// when neither lldpd nor the daemon knows the rails' neighbours (leaves
+	// send one every 30s by default); 0 does not listen.
+	LLDPListen time.Duration
 	// Clock is the time; nil means time.Now.
 	Clock func() time.Time
 	// Sleep waits between samples; nil sleeps for real (honouring ctx).

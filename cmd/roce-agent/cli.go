@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/roce-agent/roce-agent/agent"
+	"github.com/roce-agent/roce-agent/diag"
 	"github.com/roce-agent/roce-agent/nic"
 	"github.com/roce-agent/roce-agent/probe"
 )
@@ -372,6 +373,7 @@ The keys are in docs/config.md; the commands in docs/cli.md.
 			f.String("bundle", "", "also write a support bundle (tar.gz) to this file")
 			f.Duration("bundle-timeout", 60*time.Second, "bound on collecting the bundle")
 			f.Duration("sample", 3*time.Second, "time between the two samples of the error counters")
+			f.Duration("lldp-listen", diag.DefaultLLDPListen, "as root, how long to listen for LLDP frames on the rails when neither lldpd nor the daemon knows the neighbours (0: do not listen)")
 			f.Duration("timeout", 2*time.Minute, "bound on the whole run; checks not done by then are UNKNOWN")
 			_ = cmd.MarkFlagFilename("bundle", "tar.gz", "tgz")
 		}

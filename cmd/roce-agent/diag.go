@@ -32,6 +32,7 @@ func runDiag(env *cliEnv) error {
 	bundleTimeout, _ := f.GetDuration("bundle-timeout")
 	sample, _ := f.GetDuration("sample")
 	timeout, _ := f.GetDuration("timeout")
+	lldpListen, _ := f.GetDuration("lldp-listen")
 	usage := func(format string, args ...any) error {
 		return &usageError{msg: fmt.Sprintf(format, args...), cmd: "roce-agent diag"}
 	}
@@ -40,6 +41,8 @@ func runDiag(env *cliEnv) error {
 		return usage("--sample: %s is not between 0 and 1m", sample)
 	case timeout < 5*time.Second || timeout > 30*time.Minute:
 		return usage("--timeout: %s is not between 5s and 30m", timeout)
+	case lldpListen < 0 || lldpListen > 5*time.Minute:
+		return usage("--lldp-listen: %s is not between 0 and 5m", lldpListen)
 	case bundleTimeout <= 0 || bundleTimeout > 30*time.Minute:
 		return usage("--bundle-timeout: %s is not between 0 and 30m", bundleTimeout)
 	}
@@ -57,6 +60,7 @@ func runDiag(env *cliEnv) error {
 	if err != nil {
 		return err
 	}
+	e.LLDPListen = lldpListen
 	defer closeEnv()
 	rep := diag.Run(ctx, e, checks, diag.Options{})
 	rep.Version = versionInfo()["version"]
