@@ -1,6 +1,7 @@
 package lldp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,10 @@ import (
 type Socket struct {
 	f      *os.File
 	netdev string
+	// own is the interface's MAC: a frame from it is this host's own
+	// LLDPDU come back (a loop, or a bridge between the NIC and the leaf
+	// reflecting it), never the neighbour.
+	own net.HardwareAddr
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -47,7 +52,7 @@ func OpenSocket(netdev string) (*Socket, error) {
 		return nil, fmt.Errorf("lldp listen %s: join %s: %w", netdev, MulticastAddr, err)
 	}
 	// The runtime's poller waits for it: deadlines and Close work.
-	return &Socket{f: os.NewFile(uintptr(fd), "lldp-"+netdev), netdev: netdev}, nil
+	return &Socket{f: os.NewFile(uintptr(fd), "lldp-"+netdev), netdev: netdev, own: ifi.HardwareAddr}, nil
 }
 
 // Next returns the next LLDPDU that decodes (with Seen set; frames that
@@ -71,6 +76,9 @@ func (s *Socket) Next(ctx context.Context, deadline time.Time) (Neighbor, error)
 				return Neighbor{}, ErrNoNeighbor
 			}
 			return Neighbor{}, fmt.Errorf("lldp listen %s: %w", s.netdev, err)
+		}
+		if n >= 12 && len(s.own) == 6 && bytes.Equal(buf[6:12], s.own) {
+			continue // this host's own LLDPDU, reflected
 		}
 		nb, err := DecodeFrame(buf[:n])
 		if err != nil {

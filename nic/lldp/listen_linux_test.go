@@ -118,6 +118,23 @@ func TestListenNetns(t *testing.T) {
 	if !errors.Is(err, ErrNoNeighbor) || time.Since(start) > 5*time.Second {
 		t.Errorf("rail1: %v after %s", err, time.Since(start))
 	}
+	// The host's own LLDPDUs on rail1 (sent by it, or reflected back by a
+	// loop) are not a neighbour.
+	var own net.HardwareAddr
+	inNS(t, lab.Host, func() {
+		ifi, err := net.InterfaceByName("rail1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		own = ifi.HardwareAddr
+	})
+	mine, _ := EncodeFrame(own, Neighbor{ChassisID: "gpu-00", SysName: "gpu-00", PortID: "rail1", TTL: 120 * time.Second})
+	stopOwn := sender(t, lab.Host, "rail1", mine)
+	inNS(t, lab.Host, func() { _, err = Listen(context.Background(), "rail1", 500*time.Millisecond) })
+	stopOwn()
+	if !errors.Is(err, ErrNoNeighbor) {
+		t.Errorf("rail1 with only its own LLDPDUs: %v", err)
+	}
 	// A cancelled context ends the wait.
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
