@@ -58,12 +58,10 @@ type lldpView struct {
 	whole []Result // the node's result when no rail could be read
 }
 
-// lldpViews caches each Env's view (diag runs one Env per process).
-var lldpViews sync.Map // *Env -> *lldpView
-
+// lldpNeighbours reads the rails' neighbours once per run: both cabling
+// checks judge the same reading.
 func lldpNeighbours(ctx context.Context, e *Env) *lldpView {
-	v, _ := lldpViews.LoadOrStore(e, &lldpView{})
-	view := v.(*lldpView)
+	view := &e.cabling
 	view.once.Do(func() { view.read(ctx, e) })
 	return view
 }
@@ -76,6 +74,10 @@ func (v *lldpView) read(ctx context.Context, e *Env) {
 	}
 	if e.Config.LLDP.Source == lldp.SourceOff {
 		v.whole = []Result{SkipResult("node", "lldp.source is off: the cabling check is disabled")}
+		return
+	}
+	if !e.Live {
+		v.whole = []Result{SkipResult("node", errNoKernel.Error())}
 		return
 	}
 	planned := map[int]v1.RailConfig{}

@@ -253,11 +253,11 @@ func gpuSpeed(p pcieEnd, cur, maxS float64, loads map[string]gpuLoad, nvmlWhy st
 	l, ok := loads[p.addr]
 	switch {
 	case !ok && nvmlWhy != "":
-		return PassResult(p.addr, gts(cur)).With("%s; %s, so whether it is busy is not known", idle, nvmlWhy)
+		return PassResult(p.addr, gts(cur)+" of "+gts(maxS)+" (a GPU idles low)").With("%s; %s, so whether it is busy is not known", idle, nvmlWhy)
 	case !ok:
-		return PassResult(p.addr, gts(cur)).With("%s; NVML does not report this GPU, so whether it is busy is not known", idle)
+		return PassResult(p.addr, gts(cur)+" of "+gts(maxS)+" (a GPU idles low)").With("%s; NVML does not report this GPU, so whether it is busy is not known", idle)
 	case !l.busy:
-		return PassResult(p.addr, gts(cur)).With("%s; NVML says it is idle (%s)", idle, l.desc)
+		return PassResult(p.addr, gts(cur)+" of "+gts(maxS)+" (idle)").With("%s; NVML says it is idle (%s)", idle, l.desc)
 	case l.maxGen > 0 && l.curGen > 0 && l.curGen >= l.maxGen:
 		return PassResult(p.addr, gts(cur)).With("%s (%s) read %s in sysfs, but NVML reports link Gen%d of Gen%d under load (%s)", p.addr, p.what, gts(cur), l.curGen, l.maxGen, l.desc)
 	case l.maxGen > 0 && l.curGen > 0:

@@ -76,6 +76,8 @@ type Env struct {
 	mu    sync.Mutex
 	notes []string
 	diag  diagnosis
+	// cabling is the rails' LLDP neighbours, read once per run.
+	cabling lldpView
 }
 
 // NewEnv fills the defaults of an Env built by hand: ProcRoot, Clock,
