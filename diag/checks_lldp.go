@@ -76,7 +76,7 @@ func (v *lldpView) read(ctx context.Context, e *Env) {
 		v.whole = []Result{SkipResult("node", "lldp.source is off: the cabling check is disabled")}
 		return
 	}
-	if !e.Live {
+	if !e.Live && e.Node == nil {
 		v.whole = []Result{SkipResult("node", errNoKernel.Error())}
 		return
 	}
@@ -127,7 +127,7 @@ func (v *lldpView) read(ctx context.Context, e *Env) {
 	switch {
 	case e.Config.LLDP.Source == lldp.SourceLldpctl:
 		why = append(why, "lldp.source is lldpctl: diag does not listen for frames")
-	case !e.Live:
+	case !e.Live && e.Node == nil:
 		v.whole = []Result{SkipResult("node", "no LLDP neighbours to check: "+strings.Join(why, "; ")+"; the inventory is a sysfs tree, so diag does not listen on the rails")}
 		return
 	case !e.Privileged:

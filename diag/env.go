@@ -229,4 +229,4 @@ func (e *Env) Diagnosis() (*agent.Diagnosis, error) {
 	return e.diag.d, e.diag.err
 }
 
-var errNoKernel = errors.New("the inventory comes from a sysfs tree (--sysfs-root), not the live host: the kernel's rails are not compared")
+var errNoKernel = errors.New("the inventory comes from a sysfs tree (--sysfs-root) whose rail netdevs are not in this network namespace: the kernel's rails are not compared")

@@ -147,6 +147,11 @@ func TestCablingSwappedRail(t *testing.T) {
 		t.Errorf("controller's status of gpu-01: %s", why)
 	}
 
+	// diag in a lab host's namespace compares the kernel's rails (its
+	// sysfs tree is a fixture, its rail netdevs are real) with the last
+	// good controller config: all converged.
+	diagRails(t, f, procs, 1)
+
 	// Miscable rails 0 and 2 of gpu-01.
 	const host, a, b = 1, 0, 2
 	if err := f.SwapRails(host, a, b); err != nil {
@@ -318,4 +323,47 @@ func stderrOf(ee *exec.ExitError) string {
 		return ""
 	}
 	return string(ee.Stderr)
+}
+
+// diagRails runs roce-agent diag's link checks in a host's namespace and
+// wants every rail to pass each of them.
+func diagRails(t *testing.T, f *lab.Fabric, procs *lab.Processes, host int) {
+	t.Helper()
+	bin := filepath.Join(binaries(t), lab.AgentBinary)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	checks := []string{"NET-LINK-001", "ROCE-ADDR-001", "ROCE-MTU-001", "NET-ROUTE-001", "NET-SYSCTL-001"}
+	// Equivalent to: ip netns exec <host ns> roce-agent --config <agent.yaml> diag -o json --check ...
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", f.HostNS(host), bin, "--config", procs.AgentConfig(host), "diag", "-o", "json", "--check", strings.Join(checks, ","))
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("roce-agent diag: %v", err)
+	}
+	var doc struct {
+		Results []diagResult `json:"results"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("roce-agent diag: decode: %v\n%s\nstderr: %s", err, out, stderrOf(ee))
+	}
+	passed := map[string]bool{}
+	for _, r := range doc.Results {
+		if r.Status != "PASS" {
+			t.Errorf("diag %s rail %v: %s: %s (observed %q, expected %q)", r.ID, ptrInt(r.Rail), r.Status, r.Reason, r.Observed, r.Expected)
+			continue
+		}
+		if r.Rail != nil {
+			passed[fmt.Sprintf("%s/%d", r.ID, *r.Rail)] = true
+		}
+	}
+	for _, id := range checks {
+		for r := 0; r < f.Rails(); r++ {
+			if !passed[fmt.Sprintf("%s/%d", id, r)] {
+				t.Errorf("diag: %s did not pass rail %d of %s", id, r, f.Node(host))
+			}
+		}
+	}
+	if !t.Failed() {
+		t.Logf("diag: %s on every rail of %s PASS", strings.Join(checks, ", "), f.Node(host))
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/roce-agent/roce-agent/agent"
@@ -126,12 +127,22 @@ func diagEnv(env *cliEnv, sample time.Duration) (*diag.Env, func(), error) {
 		lib = func() nvml.Interface { return e.NVML }
 	}
 	if !e.Live {
-		e.Note("the sysfs tree is " + fs.Root() + ", not the live host's: checks that need the kernel are skipped")
 		lib = nil
 	}
 	e.Inventory, e.InventoryErr = agent.ReadInventory(cfg, lib)
+	// The kernel's rails are compared on the live host, and with a tree
+	// whose rail netdevs are in this network namespace (a lab host, or a
+	// container with the host's sysfs mounted elsewhere); a tree from
+	// another machine is read alone.
+	kernel := e.Live || treeRailsHere(e.Inventory)
+	switch {
+	case !e.Live && kernel:
+		e.Note("the sysfs tree is " + fs.Root() + " and its rail netdevs are in this network namespace: the kernel's rails are compared")
+	case !e.Live:
+		e.Note("the sysfs tree is " + fs.Root() + ", not the live host's, and none of its rail netdevs is in this network namespace: checks that need the kernel are skipped")
+	}
 	closeEnv := func() {}
-	if e.Live {
+	if kernel {
 		node, err := agent.OpenNode(agent.NodeOptions{Config: cfg, Netns: netns.None(), NVML: lib, Log: env.log})
 		if err != nil {
 			e.NodeErr = err
@@ -141,4 +152,21 @@ func diagEnv(env *cliEnv, sample time.Duration) (*diag.Env, func(), error) {
 		}
 	}
 	return e, closeEnv, nil
+}
+
+// treeRailsHere says whether a rail netdev of the inventory exists in
+// this network namespace.
+func treeRailsHere(inv *agent.Inventory) bool {
+	if inv == nil {
+		return false
+	}
+	for _, r := range inv.Rails {
+		if r.Netdev == "" {
+			continue
+		}
+		if _, err := netlink.LinkByName(r.Netdev); err == nil {
+			return true
+		}
+	}
+	return false
 }
