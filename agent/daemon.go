@@ -205,17 +205,24 @@ func (d *Daemon) Mount(pattern string, h http.Handler) error {
 // swaps it in, then reconciles; changes that follow from it do not count
 // as drift. A configuration load rejects, or one that changes state_dir
 // (the lock and the ownership record live there), keeps the running
-// config. systemd hears RELOADING=1 and then READY=1 either way, and
+// config. systemd hears RELOADING=1 (with MONOTONIC_USEC=) and then
+// READY=1 either way, which is Type=notify-reload's protocol, and
 // roce_agent_config_last_reload_successful says how it went. A changed
 // listen address takes effect at restart, and the log says so.
-func (d *Daemon) Reload(load func() (Config, error)) error {
+func (d *Daemon) Reload(load func() (Config, error)) (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	// Before the first reconcile systemd has not heard READY=1: a reload
 	// then is part of starting, not a reload.
 	if d.Ready() {
 		_ = d.opts.Notifier.Reloading()
-		defer func() { _ = d.opts.Notifier.Ready(d.summary()) }()
+		defer func() {
+			status := d.summary()
+			if err != nil {
+				status = "reload refused, running config kept (see the log); " + status
+			}
+			_ = d.opts.Notifier.Ready(status)
+		}()
 	}
 	cfg, err := load()
 	if err == nil {

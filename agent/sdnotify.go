@@ -24,9 +24,12 @@ func (Notifier) Watchdog() error { return notify(daemon.SdNotifyWatchdog) }
 // Stopping says the service is shutting down.
 func (Notifier) Stopping() error { return notify(daemon.SdNotifyStopping) }
 
-// Reloading says a configuration reload began.
+// Reloading says a configuration reload began. MONOTONIC_USEC= (the
+// CLOCK_MONOTONIC time) goes in the same message: Type=notify-reload
+// (systemd 253 and later) needs it to tell this reload from an earlier
+// one; Type=notify ignores it. READY=1 ends the reload.
 func (Notifier) Reloading() error {
-	return notify(daemon.SdNotifyReloading + "\n" + daemon.SdNotifyMonotonicUsec())
+	return notify(daemon.SdNotifyReloading + "\n" + daemon.SdNotifyMonotonicUsec() + "STATUS=reloading the configuration")
 }
 
 // WatchdogInterval is how often to ping: half of WatchdogSec, 0 when the
