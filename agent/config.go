@@ -25,12 +25,17 @@ import (
 // at the top level of the file) plus the agent's own settings.
 type Config struct {
 	v1.NodeConfig `mapstructure:",squash"`
-	SysfsRoot     string          `mapstructure:"sysfs_root"`
-	StateDir      string          `mapstructure:"state_dir"`
-	Log           LogConfig       `mapstructure:"log"`
-	Listen        ListenConfig    `mapstructure:"listen"`
-	Reconcile     ReconcileConfig `mapstructure:"reconcile"`
-	GPU           GPUSettings     `mapstructure:"gpu"`
+	SysfsRoot     string `mapstructure:"sysfs_root"`
+	// SysctlRoot is where the rails' network namespace's /proc/sys is
+	// mounted: /proc/sys, or a host mount in a container whose own
+	// /proc/sys is read-only (the DaemonSet mounts /proc/sys/net at
+	// /host/proc/sys/net). Read at start.
+	SysctlRoot string          `mapstructure:"sysctl_root"`
+	StateDir   string          `mapstructure:"state_dir"`
+	Log        LogConfig       `mapstructure:"log"`
+	Listen     ListenConfig    `mapstructure:"listen"`
+	Reconcile  ReconcileConfig `mapstructure:"reconcile"`
+	GPU        GPUSettings     `mapstructure:"gpu"`
 	// Controller is where the desired state comes from when its URL is
 	// set (controller mode); unset, it comes from the file (local mode).
 	Controller ControllerConfig `mapstructure:"controller"`
@@ -170,13 +175,14 @@ type LogConfig struct {
 // DefaultConfig is the configuration with nothing set.
 func DefaultConfig() Config {
 	return Config{
-		SysfsRoot: nic.DefaultRoot,
-		StateDir:  "/var/lib/roce-agent",
-		Log:       LogConfig{Level: "info", Format: "auto"},
-		Listen:    ListenConfig{Metrics: "127.0.0.1:9487"},
-		Reconcile: ReconcileConfig{ResyncInterval: time.Minute, Debounce: 10 * time.Millisecond},
-		GPU:       GPUSettings{NVML: "auto"},
-		LLDP:      DefaultLLDPConfig(),
+		SysfsRoot:  nic.DefaultRoot,
+		SysctlRoot: "/proc/sys",
+		StateDir:   "/var/lib/roce-agent",
+		Log:        LogConfig{Level: "info", Format: "auto"},
+		Listen:     ListenConfig{Metrics: "127.0.0.1:9487"},
+		Reconcile:  ReconcileConfig{ResyncInterval: time.Minute, Debounce: 10 * time.Millisecond},
+		GPU:        GPUSettings{NVML: "auto"},
+		LLDP:       DefaultLLDPConfig(),
 		Probes: ProbesConfig{
 			Interval: 5 * time.Minute, PeersPerInterval: 2,
 			Tools:    []string{"rping", "ib_write_lat", "ib_write_bw"},
@@ -207,6 +213,9 @@ func (c Config) Validate() error {
 	}
 	if strings.TrimSpace(c.SysfsRoot) == "" {
 		fail("sysfs_root", "must not be empty or blank")
+	}
+	if !filepath.IsAbs(c.SysctlRoot) || len(c.SysctlRoot) > 1024 {
+		fail("sysctl_root", "%s is not an absolute path of at most 1024 bytes", v1.Clip(c.SysctlRoot))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

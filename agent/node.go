@@ -73,6 +73,7 @@ func OpenNode(opts NodeOptions) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		h.SetSysctlRoot(opts.Config.SysctlRoot)
 		n.host = h
 	}
 	if opts.DCB != nil {

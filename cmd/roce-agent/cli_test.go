@@ -510,6 +510,7 @@ func TestDocumentedEnv(t *testing.T) {
 		"ROCE_AGENT_CONTROLLER_TIMEOUT":              {bad: "0s", key: "controller.timeout", good: "30s"},
 		"ROCE_AGENT_LISTEN_PROBE_API":                {bad: "9488", key: "listen.probe_api", good: ":9488", with: map[string]string{"ROCE_AGENT_PROBES_INSECURE_HTTP": "true"}},
 		"ROCE_AGENT_PROBES_INTERVAL":                 {bad: "1s", key: "probes.interval", good: "30s"},
+		"ROCE_AGENT_SYSCTL_ROOT":                     {bad: "proc/sys", key: "sysctl_root", good: "/host/proc/sys"},
 		"ROCE_AGENT_LLDP_SOURCE":                     {bad: "snmp", key: "lldp.source", good: "off"},
 		"ROCE_AGENT_LLDP_SOCKET":                     {bad: "run/lldpd.socket", key: "lldp.socket", good: "/run/lldpd.socket"},
 		"ROCE_AGENT_LLDP_INTERVAL":                   {bad: "1s", key: "lldp.interval", good: "1m"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -319,5 +320,42 @@ func TestTeardownLeavesAShadowedRule(t *testing.T) {
 	rules := lab.Host.MustExec(t, "ip", "rule", "show", "priority", "1000")
 	if !strings.Contains(rules, "from 10.0.0.1 iif lo lookup 1000 proto 171") || !strings.Contains(rules, "from 10.0.0.1 lookup 1000 proto 171") {
 		t.Errorf("rules at 1000 after teardown:\n%s", rules)
+	}
+}
+
+// TestSysctlRoot writes the rails' sysctls through another mount of
+// /proc/sys, as the DaemonSet does (its own /proc/sys is read-only; the
+// host's is mounted elsewhere): the files follow the namespace of the
+// thread that opens them, so the rails' namespace gets the values.
+func TestSysctlRoot(t *testing.T) {
+	nettest.RequireRoot(t)
+	lab := nettest.NewLab(t, 2)
+	eng, host := newEngine(t, lab)
+	rails := labRails(2)
+
+	// A root without the files: the sysctls cannot be written, the rest
+	// converges.
+	empty := t.TempDir()
+	host.SetSysctlRoot(empty)
+	res, err := eng.Reconcile(rails)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Converged() || !strings.Contains(fmt.Sprint(res.Err()), empty) {
+		t.Errorf("sysctls under an empty root: converged %v, %v", res.Converged(), res.Err())
+	}
+
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "--bind", "/proc/sys", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount /proc/sys here: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", mnt).Run() })
+	host.SetSysctlRoot(mnt)
+	res, err = eng.Reconcile(rails)
+	if err != nil || !res.Converged() {
+		t.Fatalf("through the mount: %v %v", err, res.Err())
+	}
+	if sys := lab.Host.MustExec(t, "sysctl", "-n", "net.ipv4.conf.rail1.arp_ignore", "net.ipv4.conf.rail1.rp_filter"); sys != "1\n2\n" {
+		t.Errorf("rail1 sysctls in its namespace = %q", sys)
 	}
 }

@@ -53,6 +53,16 @@ type linkHandle interface {
 	RouteDel(route *netlink.Route) error
 }
 
+// SetSysctlRoot makes the host read and write the rails' sysctls below dir
+// instead of /proc/sys: a container whose own /proc/sys is read-only
+// mounts the host's /proc/sys/net elsewhere (the files follow the netns of
+// the thread that opens them, so the mount serves the rails' namespace).
+func (h *Host) SetSysctlRoot(dir string) {
+	if dir != "" {
+		h.procSys = dir
+	}
+}
+
 // OpenHost opens the namespace ns (netns.None() for the caller's own).
 // The caller keeps ownership of ns. In the caller's own namespace nothing
 // calls setns(2), so CAP_NET_ADMIN is the only privilege the link engine

@@ -383,8 +383,8 @@ func TestCapabilitiesMatchSystemdUnit(t *testing.T) {
 	}
 
 	// ReadWritePaths under /sys are the chart's read-write host mounts;
-	// /proc/sys/net cannot be one (runtimes refuse mounts inside /proc):
-	// values.yaml says so at privileged.
+	// /proc/sys/net is mounted at /host/proc/sys/net (runtimes refuse
+	// mounts inside /proc), where ROCE_AGENT_SYSCTL_ROOT points the agent.
 	rw := map[string]bool{}
 	for _, m := range c.VolumeMounts {
 		if !m.ReadOnly {
@@ -399,6 +399,12 @@ func TestCapabilitiesMatchSystemdUnit(t *testing.T) {
 				t.Errorf("the unit writes %s; the chart does not mount it read-write", p)
 			}
 		case p == "/proc/sys/net":
+			if !rw["/host/proc/sys/net"] {
+				t.Errorf("the unit writes /proc/sys/net; the chart does not mount the node's read-write at /host/proc/sys/net")
+			}
+			if v := envVar(t, c, "ROCE_AGENT_SYSCTL_ROOT").Value; v != "/host/proc/sys" {
+				t.Errorf("ROCE_AGENT_SYSCTL_ROOT is %q, want /host/proc/sys", v)
+			}
 		default:
 			t.Errorf("the unit's ReadWritePaths %s: the test does not know it", p)
 		}
