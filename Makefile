@@ -6,19 +6,22 @@ STATICCHECK := $(GOBIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME    ?= 3s
 BENCHTIME   ?= 20x
-VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION     ?= $(shell packaging/version.sh)
 COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
-LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# The build date is the commit's (SOURCE_DATE_EPOCH when set), as the packages'.
+BUILD_DATE  ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)} +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS     := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(BUILD_DATE)
 EXAMPLE     ?= dgx-h100
 
 # go-nvml is cgo; its header marks many calls deprecated, which is noise.
 export CGO_ENABLED := 1
 export CGO_CFLAGS  := -Wno-deprecated-declarations
 
-.PHONY: help build run lab lab-clean test test-unit test-rxe fuzz bench bench-controller lint tools golden clean
+.PHONY: help build run lab lab-clean test test-unit test-rxe fuzz bench bench-controller lint tools golden clean \
+	package test-packages image image-test test-k8s test-systemd
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build bin/roce-agent, bin/roce-controller and bin/roce-lab
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/roce-agent ./cmd/roce-controller ./cmd/roce-lab
@@ -67,6 +70,24 @@ tools: $(STATICCHECK) ## install the lint tools
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+package: ## dist/: roce-agent for amd64 and arm64, a .deb and .rpm of each (nfpm), SBOMs, SHA256SUMS (apt: gcc-aarch64-linux-gnu)
+	bash packaging/build.sh
+
+test-packages: ## check dist/'s packages: listings, lintian, arm64 under qemu, reproducible, install/upgrade/remove/purge (root)
+	bash packaging/test-packages.sh
+
+image: ## the container image for amd64 and arm64: dist/roce-agent-image_<ver>_{amd64,arm64}.tar and a multi-arch .oci.tar (root; podman, mmdebstrap)
+	bash packaging/image/build.sh
+
+image-test: ## check the image archives (config, files, every library present) and run their binaries (chroot; qemu-user for arm64)
+	bash packaging/image/test.sh
+
+test-k8s: ## the Helm chart and the DaemonSet: rendered for several value sets, every manifest decoded strictly (nested module)
+	bash packaging/kubernetes/test.sh
+
+test-systemd: build ## the systemd unit: systemd-analyze verify clean, security exposure <= 3.0 (apt: systemd)
+	bash packaging/systemd/check.sh bin/roce-agent
 
 golden: ## rewrite fixture trees and golden files after an intended change
 	$(GO) test ./nic/sysfstest -update
