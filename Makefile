@@ -71,8 +71,13 @@ tools: $(STATICCHECK) ## install the lint tools
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-package: ## dist/: roce-agent for amd64 and arm64, a .deb and .rpm of each (nfpm), SBOMs, SHA256SUMS (apt: gcc-aarch64-linux-gnu)
+package: ## dist/: roce-agent for amd64 and arm64, a .deb and .rpm of each (nfpm), SBOMs, SHA256SUMS, and as root the container image (apt: gcc-aarch64-linux-gnu; podman, mmdebstrap)
 	bash packaging/build.sh
+	@if [ "$$(id -u)" = 0 ] && command -v podman >/dev/null && command -v mmdebstrap >/dev/null; then \
+	  bash packaging/image/build.sh; \
+	else \
+	  echo "make package: the container image needs root, podman and mmdebstrap (apt-get install podman mmdebstrap; make image)"; \
+	fi
 
 test-packages: ## check dist/'s packages: listings, lintian, arm64 under qemu, reproducible, install/upgrade/remove/purge (root)
 	bash packaging/test-packages.sh
