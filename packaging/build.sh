@@ -38,28 +38,9 @@ UNIT=${UNIT:-packaging/systemd/roce-agent.service}
 die() { echo "packaging/build.sh: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
 
-VERSION=$(packaging/version.sh)
-ver=${VERSION#v} # file names and package versions
-COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null) ||
-    die "not a git checkout: set SOURCE_DATE_EPOCH (and VERSION)"
-fi
-export SOURCE_DATE_EPOCH
-DATE=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+# shellcheck source=lib.sh
+. packaging/lib.sh
 [ -f "$UNIT" ] || die "the systemd unit $UNIT does not exist (set UNIT)"
-
-hostarch=$($GO env GOHOSTARCH)
-cc_for() {
-  local arch=$1 var="CC_$1"
-  if [ -n "${!var:-}" ]; then echo "${!var}"; return; fi
-  if [ "$arch" = "$hostarch" ]; then echo "${CC:-gcc}"; return; fi
-  case "$arch" in
-    amd64) echo x86_64-linux-gnu-gcc ;;
-    arm64) echo aarch64-linux-gnu-gcc ;;
-    *) die "no C compiler known for $arch: set CC_$arch" ;;
-  esac
-}
 
 # nfpm: a pinned CLI, not a module dependency of roce-agent.
 NFPM=${NFPM:-$($GO env GOPATH)/bin/nfpm}
@@ -78,16 +59,11 @@ for arch in $ARCHES; do
 done
 rm -f "$DIST/SHA256SUMS"
 
-LDFLAGS="-s -w -buildid= -X main.version=$VERSION -X main.commit=$COMMIT -X main.date=$DATE"
 log "roce-agent $VERSION ($COMMIT, $DATE) for $ARCHES"
 for arch in $ARCHES; do
-  cc=$(cc_for "$arch")
-  command -v "$cc" >/dev/null || die "C compiler $cc for $arch not found (apt-get install gcc-aarch64-linux-gnu, or set CC_$arch)"
-  log "go build linux/$arch (CC=$cc)"
+  log "go build linux/$arch (CC=$(cc_for "$arch"))"
   start=$SECONDS
-  CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" \
-    $GO build -trimpath -buildvcs=false -mod=readonly -buildmode=pie -ldflags "$LDFLAGS" \
-    -o "$DIST/roce-agent_${ver}_linux_${arch}" ./cmd/roce-agent
+  build_agent "$arch" "$DIST/roce-agent_${ver}_linux_${arch}"
   log "  $((SECONDS - start)) s"
 done
 

@@ -61,28 +61,9 @@ for tool in podman mmdebstrap; do
   command -v $tool >/dev/null || die "$tool not found: apt-get install podman mmdebstrap"
 done
 
-VERSION=$(packaging/version.sh)
-ver=${VERSION#v}
+# shellcheck source=../lib.sh
+. packaging/lib.sh
 tag=${ver//+/_}
-COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null) ||
-    die "not a git checkout: set SOURCE_DATE_EPOCH (and VERSION)"
-fi
-export SOURCE_DATE_EPOCH
-DATE=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
-
-hostarch=$($GO env GOHOSTARCH)
-cc_for() {
-  local arch=$1 var="CC_$1"
-  if [ -n "${!var:-}" ]; then echo "${!var}"; return; fi
-  if [ "$arch" = "$hostarch" ]; then echo "${CC:-gcc}"; return; fi
-  case "$arch" in
-    amd64) echo x86_64-linux-gnu-gcc ;;
-    arm64) echo aarch64-linux-gnu-gcc ;;
-    *) die "no C compiler known for $arch: set CC_$arch" ;;
-  esac
-}
 # e_machine of an ELF file: 62 x86-64, 183 aarch64.
 elf_machine() { od -An -tu2 -j18 -N2 "$1" | tr -d ' \n'; }
 want_machine() {
@@ -107,15 +88,10 @@ declare -A bin
 for arch in $ARCHES; do
   b=$DIST/roce-agent_${ver}_linux_${arch}
   if [ ! -f "$b" ]; then
-    cc=$(cc_for "$arch")
-    command -v "$cc" >/dev/null || die "C compiler $cc for $arch not found (apt-get install gcc-aarch64-linux-gnu, or set CC_$arch)"
-    log "go build linux/$arch (CC=$cc)"
+    log "go build linux/$arch (CC=$(cc_for "$arch"))"
     start=$SECONDS
     b=$work/roce-agent-$arch
-    CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" \
-      $GO build -trimpath -mod=readonly \
-      -ldflags "-s -w -buildid= -X main.version=$VERSION -X main.commit=$COMMIT -X main.date=$DATE" \
-      -o "$b" ./cmd/roce-agent
+    build_agent "$arch" "$b"
     log "  $((SECONDS - start)) s"
   else
     log "agent linux/$arch: $b"
