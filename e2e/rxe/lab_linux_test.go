@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -70,6 +71,8 @@ type guest struct {
 	exitErr        error
 	consolePath    string
 	consoleWriters sync.WaitGroup
+	troubleMu      sync.Mutex
+	trouble        []string // kernel trouble on the console (noteTrouble)
 }
 
 // lab is one run: the run directory, the binaries, the controller.
@@ -451,6 +454,7 @@ func (l *lab) boot(g *guest, mode, sock string) {
 		for sc.Scan() {
 			line := strings.TrimRight(sc.Text(), "\r")
 			fmt.Fprintf(f, "%7.2f %s\n", time.Since(start).Seconds(), line)
+			g.noteTrouble(t, time.Since(start).Seconds(), line)
 			if strings.HasPrefix(line, "[rxe-") || strings.HasPrefix(line, "rxe-init") {
 				t.Logf("%5.1fs %s", time.Since(start).Seconds(), line)
 			}
@@ -474,15 +478,81 @@ func (l *lab) boot(g *guest, mode, sock string) {
 	})
 }
 
-// waitExit waits until the guest powered off, or kills it at the limit.
-func (g *guest) waitExit(ctx context.Context) error {
+// waitExit waits until the guest powered off, or kills it at the limit,
+// or as soon as peer (when not nil) powered off first.
+func (g *guest) waitExit(ctx context.Context, peer *guest) error {
+	var peerDone <-chan struct{}
+	if peer != nil {
+		peerDone = peer.done
+	}
 	select {
 	case <-g.done:
 		return g.exitErr
+	case <-peerDone:
+		_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
+		<-g.done
+		return fmt.Errorf("%s killed: %s powered off while it was still running (exit %v; %s)",
+			g.name, peer.name, peer.exitErr, peer.troubleSummary())
 	case <-ctx.Done():
 		_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
 		<-g.done
 		return fmt.Errorf("%s did not power off in time: killed", g.name)
+	}
+}
+
+// kernelTrouble matches the console lines of a guest kernel in trouble:
+// oopses, panics, lockups, stalls, the OOM killer.
+var kernelTrouble = regexp.MustCompile(`Kernel panic|BUG:|Oops|general protection|soft lockup|hard LOCKUP|hung_task|blocked for more than|rcu.*(stall|detected)|Out of memory|Killed process|WARNING: CPU|Call Trace`)
+
+// noteTrouble keeps (and logs, up to a bound) a console line that
+// kernelTrouble matches.
+func (g *guest) noteTrouble(t *testing.T, at float64, line string) {
+	if !kernelTrouble.MatchString(line) {
+		return
+	}
+	g.troubleMu.Lock()
+	defer g.troubleMu.Unlock()
+	if len(g.trouble) < 40 {
+		g.trouble = append(g.trouble, line)
+		t.Logf("%5.1fs %s console: %s", at, g.name, line)
+	}
+}
+
+// troubleSummary is the first kernel trouble line on the guest's console, or a note that there was none.
+func (g *guest) troubleSummary() string {
+	g.troubleMu.Lock()
+	defer g.troubleMu.Unlock()
+	if len(g.trouble) == 0 {
+		return "no kernel oops, panic, lockup or OOM on its console"
+	}
+	return fmt.Sprintf("%d kernel trouble lines on its console, the first: %q", len(g.trouble), g.trouble[0])
+}
+
+// postMortem, when the test failed, ends its output with what each guest
+// did last: its exit, the guest script's status, kernel trouble on its
+// console, the console's and the agent log's last lines.
+func (l *lab) postMortem() {
+	t := l.t
+	if !t.Failed() {
+		return
+	}
+	for _, g := range []*guest{l.a, l.b} {
+		if g == nil || g.done == nil {
+			continue
+		}
+		exit := "still running"
+		select {
+		case <-g.done:
+			exit = fmt.Sprintf("exited (%v)", g.exitErr)
+		default:
+		}
+		rc := strings.TrimSpace(readFile(filepath.Join(g.dir, "results", "role.rc")))
+		if rc == "" {
+			rc = "none (the guest script did not finish)"
+		}
+		t.Logf("post-mortem %s (guest-%s): qemu %s; guest script status %s; %s\nconsole %s ends:\n%s\nagent log ends:\n%s",
+			g.name, g.role, exit, rc, g.troubleSummary(), g.consolePath,
+			tail(readFile(g.consolePath), 12), tail(readFile(filepath.Join(g.dir, "results", "agent.log")), 6))
 	}
 }
 
