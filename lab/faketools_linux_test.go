@@ -46,6 +46,8 @@ func TestFakeTools(t *testing.T) {
 		}
 		return probe.Binding{Device: dev, Port: 1, GIDIndex: gid, Addr: a}
 	}
+	// the fakes stand for a perftest that binds its out-of-band socket
+	modern := probe.Perftest{BindSourceIP: true}
 	run := func(c probe.Command) probe.Output {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -97,7 +99,7 @@ func TestFakeTools(t *testing.T) {
 			if tt.family == probe.FamilyIPv6 {
 				peer = r.HostIPv6.Addr()
 			}
-			return probe.ClientCommand(pt, b, peer, self.HostIPv4.Addr(), r.HostIPv4.Addr(), 18515, -1)
+			return probe.ClientCommand(pt, b, peer, self.HostIPv4.Addr(), r.HostIPv4.Addr(), 18515, -1, modern)
 		}
 		name := tt.tool + " " + tt.family
 		// A server: exits 0 at once.
@@ -126,18 +128,29 @@ func TestFakeTools(t *testing.T) {
 	// A GID index that is not a RoCE v2 GID of the rail (index 0: the
 	// link-local RoCE v1 entry) fails the client.
 	bad := probe.ClientCommand(probe.Test{Tool: "ib_write_bw", Family: probe.FamilyIPv4},
-		probe.Binding{Device: dev, Port: 1, GIDIndex: 0, Addr: self.HostIPv4.Addr()}, member.HostIPv4.Addr(), self.HostIPv4.Addr(), member.HostIPv4.Addr(), 18515, -1)
+		probe.Binding{Device: dev, Port: 1, GIDIndex: 0, Addr: self.HostIPv4.Addr()}, member.HostIPv4.Addr(), self.HostIPv4.Addr(), member.HostIPv4.Addr(), 18515, -1, modern)
 	if o := run(bad); o.ExitCode == 0 {
 		t.Errorf("%s: exit 0 from the RoCE v1 GID 0", bad)
 	}
-	// perftest's --source_ip is where the out-of-band exchange leaves
-	// from: another rail's address does not reach the peer, and neither
-	// does the main routing table (no --source_ip).
+	// perftest's --bind_source_ip is where the out-of-band exchange
+	// leaves from: another rail's address does not reach the peer, and
+	// neither does the main routing table (no source, or an old
+	// perftest's --source_ip, which binds nothing).
 	other := f.Rail(0, 1).HostIPv4.Addr()
-	for _, from := range []netip.Addr{other, {}} {
-		c := probe.ClientCommand(probe.Test{Tool: "ib_write_lat", Family: probe.FamilyIPv4}, binding(probe.FamilyIPv4), member.HostIPv4.Addr(), from, member.HostIPv4.Addr(), 18515, -1)
+	for _, c := range []probe.Command{
+		probe.ClientCommand(probe.Test{Tool: "ib_write_lat", Family: probe.FamilyIPv4}, binding(probe.FamilyIPv4), member.HostIPv4.Addr(), other, member.HostIPv4.Addr(), 18515, -1, modern),
+		probe.ClientCommand(probe.Test{Tool: "ib_write_lat", Family: probe.FamilyIPv4}, binding(probe.FamilyIPv4), member.HostIPv4.Addr(), netip.Addr{}, member.HostIPv4.Addr(), 18515, -1, modern),
+		probe.ClientCommand(probe.Test{Tool: "ib_write_lat", Family: probe.FamilyIPv4}, binding(probe.FamilyIPv4), member.HostIPv4.Addr(), self.HostIPv4.Addr(), member.HostIPv4.Addr(), 18515, -1, probe.Perftest{}),
+	} {
 		if o := run(c); o.ExitCode == 0 || !strings.Contains(o.Stderr, "Couldn't connect to") {
 			t.Errorf("%s: exit %d, %q", c, o.ExitCode, o.Stderr)
+		}
+	}
+	// the fakes are a modern perftest: their --help names --bind_source_ip
+	for _, tool := range []string{"ib_write_bw", "ib_write_lat"} {
+		o := run(probe.Command{Name: tool, Args: []string{"--help"}})
+		if !probe.ParsePerftestHelp(o.Stdout+o.Stderr).BindSourceIP || !strings.Contains(o.Stdout, "Usage:") {
+			t.Errorf("%s --help: %q", tool, o.Stdout)
 		}
 	}
 	for _, tool := range FakeTools {

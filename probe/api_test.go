@@ -33,6 +33,10 @@ type fakeRunner struct {
 	missing map[string]bool
 	// hold keeps servers running until release is closed.
 	hold chan struct{}
+	// help is each tool's --help output (exit status 1, as perftest's);
+	// helps counts the --help runs.
+	help  map[string]string
+	helps int
 }
 
 func (f *fakeRunner) Start(_ context.Context, c Command) (Process, error) {
@@ -43,6 +47,10 @@ func (f *fakeRunner) Start(_ context.Context, c Command) (Process, error) {
 	}
 	if c.Timeout <= 0 {
 		return nil, fmt.Errorf("%s: no timeout", c.Name)
+	}
+	if len(c.Args) == 1 && c.Args[0] == "--help" {
+		f.helps++
+		return fakeProc{out: Output{Stdout: f.help[c.Name], ExitCode: 1}}, nil
 	}
 	f.started = append(f.started, c)
 	server := len(c.Args) > 0 && (c.Args[0] == "-s" || !strings.Contains(c.Args[len(c.Args)-1], "."))
@@ -119,7 +127,7 @@ type pair struct {
 func newPair(t *testing.T, pki *testPKI) *pair {
 	t.Helper()
 	p := &pair{runner: &fakeRunner{out: map[string]Output{
-		v1.ProbeToolBandwidth:    {Stdout: capture(t, "ib_write_bw_v4_gbits.client.txt")},
+		v1.ProbeToolBandwidth:    {Stdout: capture(t, "ib_write_bw_v4.client.txt")},
 		v1.ProbeToolLatency:      {Stdout: capture(t, "ib_write_lat_v4.client.txt")},
 		v1.ProbeToolReachability: {Stdout: capture(t, "rping_v4.client.txt"), Stderr: capture(t, "rping_v4.client.stderr.txt")},
 	}}, counts: map[string]int{}}
@@ -547,4 +555,42 @@ func FuzzSessionRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The client binds perftest's out-of-band exchange to the rail address
+// where the installed perftest can (--bind_source_ip, read once from its
+// --help); Debian 12's 4.5 gets --source_ip, which it ignores.
+func TestProbePerftestSourceBinding(t *testing.T) {
+	for _, tc := range []struct {
+		help, flag string
+		helps      int
+	}{
+		{"ib_write_bw_25.10_help.txt", " --bind_source_ip 127.0.0.1 127.0.0.2", 1},
+		{"ib_write_bw_4.5_help.txt", " --source_ip 127.0.0.1 127.0.0.2", 1},
+		// no usage printed: not cached, asked again
+		{"", " --source_ip 127.0.0.1 127.0.0.2", 2},
+	} {
+		p := newPair(t, nil)
+		if tc.help != "" {
+			p.runner.help = map[string]string{v1.ProbeToolBandwidth: capture(t, tc.help)}
+		}
+		for i := 0; i < 2; i++ {
+			res := p.client.Probe(context.Background(), p.railA, p.peerB, Test{Tool: v1.ProbeToolBandwidth, Family: FamilyIPv4, Iterations: 2000})
+			if res.Outcome != OutcomePass {
+				t.Fatalf("%s: outcome %s, error %q", tc.help, res.Outcome, res.Error)
+			}
+		}
+		cmds := p.runner.commands()
+		if len(cmds) != 4 {
+			t.Fatalf("%s: commands %v", tc.help, cmds)
+		}
+		for _, c := range []Command{cmds[1], cmds[3]} {
+			if cli := c.String(); !strings.HasSuffix(cli, tc.flag) || strings.Count(cli, "source_ip") != 1 {
+				t.Errorf("%s: client %q, want it to end in %q", tc.help, cli, tc.flag)
+			}
+		}
+		if p.runner.helps != tc.helps {
+			t.Errorf("%s: %d --help runs, want %d", tc.help, p.runner.helps, tc.helps)
+		}
+	}
 }

@@ -72,6 +72,8 @@ type Client struct {
 	LinkUp func(netdev string) error
 	// PathMTU checks the path (nil: CheckPathMTU).
 	PathMTU func(ctx context.Context, local, peer netip.Addr, mtu int) error
+
+	perftest perftestFeatures
 }
 
 // connectWindow is how long the client retries a connection the server
@@ -143,7 +145,8 @@ func (c *Client) Probe(ctx context.Context, rail Rail, peer Peer, t Test) Result
 	if !oobFrom.IsValid() || !oob.IsValid() {
 		oobFrom, oob = local, remote
 	}
-	cmd := ClientCommand(t, Binding{Device: rail.Device, Port: rail.Port, GIDIndex: gid, Addr: local}, remote, oobFrom, oob, sess.Port, rail.TClass)
+	pf := c.perftest.get(ctx, c.Runner, t.Tool)
+	cmd := ClientCommand(t, Binding{Device: rail.Device, Port: rail.Port, GIDIndex: gid, Addr: local}, remote, oobFrom, oob, sess.Port, rail.TClass, pf)
 	out, err := c.run(ctx, cmd)
 	if err != nil {
 		return fail(OutcomeError, "%v", err)

@@ -128,11 +128,13 @@ func ServerCommand(t Test, b Binding, port int, tclass int) Command {
 
 // ClientCommand is the client of a test against a server at port.
 // perftest's out-of-band exchange goes from this rail's IPv4 address
-// (oobFrom: --source_ip, so the connection takes the rail's policy
-// routing, not the main table) to the peer's (oob), whatever the GID
-// family: perftest 4.5 speaks IPv4 only there. rping goes to the peer
-// address of the family, from the rail address.
-func ClientCommand(t Test, b Binding, peer, oobFrom, oob netip.Addr, port int, tclass int) Command {
+// (oobFrom) to the peer's (oob), whatever the GID family: Debian 12's
+// perftest 4.5 speaks IPv4 only there. A perftest that can bind it
+// (pf.BindSourceIP) gets --bind_source_ip, so the connection takes the
+// rail's policy routing; an older one gets --source_ip, which it takes
+// and ignores, and its exchange follows the main table. rping goes to
+// the peer address of the family, from the rail address.
+func ClientCommand(t Test, b Binding, peer, oobFrom, oob netip.Addr, port int, tclass int, pf Perftest) Command {
 	t = t.WithDefaults()
 	switch t.Tool {
 	case v1.ProbeToolReachability:
@@ -140,7 +142,11 @@ func ClientCommand(t Test, b Binding, peer, oobFrom, oob netip.Addr, port int, t
 	default:
 		args := perftestArgs(t, b, port, tclass)
 		if oobFrom.IsValid() {
-			args = append(args, "--source_ip", oobFrom.String())
+			flag := "--source_ip"
+			if pf.BindSourceIP {
+				flag = "--bind_source_ip"
+			}
+			args = append(args, flag, oobFrom.String())
 		}
 		return Command{Name: t.Tool, Args: append(args, oob.String())}
 	}

@@ -85,6 +85,9 @@ type lab struct {
 	pki      string
 	port     int
 	probeCLI bool // roce-agent has the probe command (phase 2)
+	// perftest is the agents' probes.tools_dir and the guests' PERFTEST
+	// when ROCE_RXE_PERFTEST names another perftest build ("": the system's)
+	perftest string
 	admin    *http.Client
 	a, b     *guest
 }
@@ -188,6 +191,43 @@ func (l *lab) certs() {
 
 func (l *lab) cert(name string) (cert, key string) {
 	return filepath.Join(l.pki, name+".pem"), filepath.Join(l.pki, name+"-key.pem")
+}
+
+// otherPerftest, with ROCE_RXE_PERFTEST set to a directory holding
+// another perftest's ib_write_bw and ib_write_lat (a newer build, say),
+// makes the run's tools directory: those two and the system's rping.
+func (l *lab) otherPerftest() {
+	src := os.Getenv("ROCE_RXE_PERFTEST")
+	if src == "" {
+		return
+	}
+	dir := filepath.Join(l.run, "tools")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	rping, err := exec.LookPath("rping")
+	if err != nil {
+		l.t.Fatalf("ROCE_RXE_PERFTEST: %v", err)
+	}
+	links := map[string]string{"rping": rping}
+	for _, tool := range []string{"ib_write_bw", "ib_write_lat"} {
+		p, err := filepath.Abs(filepath.Join(src, tool))
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
+			l.t.Fatalf("ROCE_RXE_PERFTEST=%s: no executable %s (%v)", src, tool, err)
+		}
+		links[tool] = p
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	l.perftest = dir
+	out, _ := exec.Command(links["ib_write_bw"], "--version").CombinedOutput()
+	l.t.Logf("perftest from ROCE_RXE_PERFTEST=%s (%s)", src, strings.TrimSpace(string(out)))
 }
 
 // startController runs roce-controller serve on 127.0.0.1 (slirp makes it
@@ -305,7 +345,7 @@ func (l *lab) tenantHealth(limit time.Duration) (int, []byte, error) {
 // guests derives both guests' rail 0 from the plan and writes their
 // directories: guest.env (the fabric as the scripts need it), agent.yaml
 // and, in the driver's, outsider.yaml.
-func (l *lab) guests() {
+func (l *lab) guests(attempt int) {
 	t := l.t
 	p, err := fabric.ParsePlan([]byte(planYAML))
 	if err != nil {
@@ -326,8 +366,10 @@ func (l *lab) guests() {
 			t.Fatalf("%s: the plan derives %d rails, want 1", g.name, len(c.Rails))
 		}
 		g.cfg = c.Rails[0]
-		g.dir = filepath.Join(l.run, g.name)
-		g.consolePath = filepath.Join(l.run, "console-"+g.name+".log")
+		// each run of the scenario on fresh directories (and a fresh link socket)
+		dir := filepath.Join(l.run, fmt.Sprintf("run-%d", attempt))
+		g.dir = filepath.Join(dir, g.name)
+		g.consolePath = filepath.Join(dir, "console-"+g.name+".log")
 		if err := os.MkdirAll(g.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -359,7 +401,7 @@ func (l *lab) writeGuest(g *guest) {
 		{"BW_ITERS", strconv.Itoa(bwIters)}, {"BW_BYTES", strconv.Itoa(bwBytes)},
 		{"LAT_ITERS", strconv.Itoa(latIters)}, {"LAT_BYTES", strconv.Itoa(latBytes)},
 		{"ROUTES4", g.cfg.Routes[0]}, {"ROUTES6", g.cfg.Routes[1]}, {"MAIN_ROUTES", strconv.FormatBool(os.Getenv("ROCE_RXE_MAIN_ROUTES") != "0")},
-		{"PINGS", strconv.Itoa(pings)}, {"PROBE", probe}, {"OUTSIDER", "true"},
+		{"PERFTEST", l.perftest}, {"PINGS", strconv.Itoa(pings)}, {"PROBE", probe}, {"OUTSIDER", "true"},
 		{"ROUND_WAIT", strconv.Itoa(int((3*probeInterval + 30*time.Second) / time.Second))},
 	}
 	var b strings.Builder
@@ -410,6 +452,9 @@ func (l *lab) agentConfig(node, identity string, interval time.Duration) string 
 			"min_fraction_of_rate": 0.001,
 			"bandwidth_iterations": bwIters,
 			"latency_iterations":   latIters,
+		}
+		if l.perftest != "" {
+			c["probes"].(map[string]any)["tools_dir"] = l.perftest
 		}
 	}
 	out, err := yaml.Marshal(c)
@@ -528,14 +573,56 @@ func (g *guest) troubleSummary() string {
 	return fmt.Sprintf("%d kernel trouble lines on its console, the first: %q", len(g.trouble), g.trouble[0])
 }
 
-// postMortem, when the test failed, ends its output with what each guest
-// did last: its exit, the guest script's status, kernel trouble on its
-// console, the console's and the agent log's last lines.
-func (l *lab) postMortem() {
-	t := l.t
-	if !t.Failed() {
-		return
+// attemptLimit bounds one run of the scenario (a good one takes about 6
+// minutes under TCG).
+const attemptLimit = 13 * time.Minute
+
+// crash says why the last run's guests crashed: the peer powered off
+// while the driver ran, or a kernel in trouble on a console; "" when
+// neither did.
+func (l *lab) crash() string {
+	select {
+	case <-l.b.done:
+		return fmt.Sprintf("%s powered off while the driver ran (%s)", l.b.name, l.b.troubleSummary())
+	default:
 	}
+	for _, g := range []*guest{l.a, l.b} {
+		g.troubleMu.Lock()
+		n := len(g.trouble)
+		g.troubleMu.Unlock()
+		if n > 0 {
+			return fmt.Sprintf("%s's kernel was in trouble: %s", g.name, g.troubleSummary())
+		}
+	}
+	return ""
+}
+
+// stopGuests kills both guests of the last run and waits until they are gone.
+func (l *lab) stopGuests() {
+	for _, g := range []*guest{l.a, l.b} {
+		select {
+		case <-g.done:
+		default:
+			_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
+			<-g.done
+		}
+		g.consoleWriters.Wait()
+	}
+}
+
+// postMortem, when the test failed, ends its output with what each guest
+// did last (reportGuests).
+func (l *lab) postMortem() {
+	if l.t.Failed() {
+		l.reportGuests()
+	}
+}
+
+// reportGuests logs what each guest of the last run did last: its exit,
+// the guest script's status, kernel trouble on its console, the
+// console's and the agent log's last lines.
+func (l *lab) reportGuests() {
+	t := l.t
 	for _, g := range []*guest{l.a, l.b} {
 		if g == nil || g.done == nil {
 			continue

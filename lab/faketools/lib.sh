@@ -83,20 +83,28 @@ perftest() {
 	tool=$1
 	shift
 	dev='' ibport=1 gidx='' port=18515 host='' src=''
+	# a modern perftest (23.07 and later): --bind_source_ip binds the
+	# out-of-band socket; --source_ip is the raw-Ethernet option, taken
+	# and ignored by the RDMA tests, as in every perftest
+	if [ "${1:-}" = --help ]; then
+		printf 'Usage:\n  %s            start a server and wait for connection\n  %s <host>     connect to server at <host>\n\nOptions:\n' "$tool" "$tool"
+		printf '      --bind_source_ip  Source IP of the interface used for connection establishment. By default taken from routing table.\n'
+		exit 1
+	fi
 	while [ $# -gt 0 ]; do
 		case $1 in
-		-d | -i | -x | -p | -s | -n | -q | -D | -m | --source_ip)
+		-d | -i | -x | -p | -s | -n | -q | -D | -m | --source_ip | --bind_source_ip)
 			[ $# -ge 2 ] || fail "$tool: option $1 needs a value"
 			case $1 in
 			-d) dev=$2 ;;
 			-i) ibport=$2 ;;
 			-x) gidx=$2 ;;
 			-p) port=$2 ;;
-			--source_ip) src=$2 ;;
+			--bind_source_ip) src=$2 ;;
 			esac
 			shift 2
 			;;
-		--source_ip=*)
+		--bind_source_ip=*)
 			src=${1#*=}
 			shift
 			;;
@@ -115,7 +123,7 @@ perftest() {
 	fi
 	gaddr=$(gid_addr "$dir" "$gidx") || fail " Failed to query GID index $gidx of $dev port $ibport" "Couldn't get context for the device"
 	# The out-of-band exchange (TCP to the host argument, IPv4) leaves
-	# from --source_ip when given; without it the kernel picks the route
+	# from --bind_source_ip when given; without it the kernel picks the route
 	# from the main table, as real perftest does, which on a host with
 	# per-rail policy routing does not reach the peer's rail.
 	if [ -n "$src" ]; then

@@ -1,6 +1,11 @@
 # guest-lib.sh - helpers of the soft-RoCE guest scripts (sourced, bash).
 # Needs guest.env loaded (NODE, HOST4, PEER4, ...) and RES (the results dir).
 
+# PERFTEST (guest.env, ROCE_RXE_PERFTEST): a directory holding another
+# perftest's ib_write_bw and ib_write_lat; "": the system's.
+IB_WRITE_BW=${PERFTEST:+$PERFTEST/}ib_write_bw
+IB_WRITE_LAT=${PERFTEST:+$PERFTEST/}ib_write_lat
+
 log() { echo "[$NODE $(cut -d' ' -f1 /proc/uptime)] $*"; }
 die() { log "FATAL: $*"; exit 1; }
 now() { date +%s.%N; }
