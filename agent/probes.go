@@ -609,7 +609,7 @@ var (
 	descProbeLatency   = desc("probe_latency_seconds", "Latency of the last passing ib_write_lat probe to a peer, by statistic (min, typical, p99, p99_9).", "rail", "peer_node", "family", "stat")
 	descProbeResults   = prometheus.NewDesc(namespace+"_probe_results_total", "Probes run, by tool and outcome (pass, fail, busy, refused, error). Peers are the rail's current peers.", []string{"rail", "peer_node", "tool", "outcome"}, nil)
 	descProbeUp        = desc("probe_success", "1 when the last probe of a tool to a peer passed, 0 when it failed.", "rail", "peer_node", "tool", "family")
-	descProbeAPI       = prometheus.NewDesc(namespace+"_probe_api_requests_total", "Peer probe API requests, by result (started, busy, forbidden, not_found, bad_request, too_large, rate_limited, unavailable).", []string{"result"}, nil)
+	descProbeAPI       = prometheus.NewDesc(namespace+"_probe_api_requests_total", "Peer probe API requests, by result (started, ended, busy, forbidden, not_found, bad_request, too_large, rate_limited, unavailable).", []string{"result"}, nil)
 )
 
 // Describe sends nothing: the collector is unchecked.

@@ -101,7 +101,7 @@ roce_agent_probe_results_total{outcome="busy",peer_node="gpu-003",rail="0",tool=
 roce_agent_probe_results_total{outcome="fail",peer_node="gpu-009",rail="1",tool="rping"} 1
 roce_agent_probe_results_total{outcome="pass",peer_node="gpu-002",rail="0",tool="ib_write_bw"} 2
 roce_agent_probe_results_total{outcome="pass",peer_node="gpu-002",rail="0",tool="ib_write_lat"} 1
-# HELP roce_agent_probe_api_requests_total Peer probe API requests, by result (started, busy, forbidden, not_found, bad_request, too_large, rate_limited, unavailable).
+# HELP roce_agent_probe_api_requests_total Peer probe API requests, by result (started, ended, busy, forbidden, not_found, bad_request, too_large, rate_limited, unavailable).
 # TYPE roce_agent_probe_api_requests_total counter
 roce_agent_probe_api_requests_total{result="forbidden"} 1
 roce_agent_probe_api_requests_total{result="started"} 2

@@ -3,6 +3,8 @@ package probe
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,8 +18,10 @@ import (
 	"time"
 )
 
-// SessionsPath is the peer probe API's one route: POST asks the peer to
-// open a one-shot server for one test on one of its rails.
+// SessionsPath is the peer probe API's route: POST asks the peer to
+// open a one-shot server for one test on one of its rails; DELETE
+// SessionsPath/ID ends that server early (the client's run failed), so
+// that it frees the NIC's probe slot at once rather than at its timeout.
 const SessionsPath = "/v1/probe/sessions"
 
 // MaxRequestBytes bounds a session request's body.
@@ -36,6 +40,8 @@ type SessionRequest struct {
 type SessionResponse struct {
 	Port    int       `json:"port"`
 	Expires time.Time `json:"expires"`
+	// ID names the session for DELETE (absent from older agents).
+	ID string `json:"id,omitempty"`
 }
 
 // APIError is every refusal of the peer probe API: the reason, the
@@ -128,12 +134,21 @@ type API struct {
 	// says who asks.
 	RequireCertificate bool
 	// Count is told the result of every request (started, busy,
-	// forbidden, not_found, bad_request, too_large, rate_limited,
+	// forbidden, not_found, bad_request, too_large, rate_limited, ended,
 	// unavailable); nil: nothing.
 	Count func(result string)
 
-	mu      sync.Mutex
-	buckets map[string]*bucket
+	mu       sync.Mutex
+	buckets  map[string]*bucket
+	sessions map[string]*serverSession
+}
+
+// serverSession is a running server: who asked for it (the address and
+// node a DELETE must come from) and how to end it.
+type serverSession struct {
+	from   netip.Addr
+	node   string
+	cancel context.CancelFunc
 }
 
 // request rate per requesting rail: a burst, then one a second. An honest
@@ -183,6 +198,7 @@ func (a *API) count(result string) {
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(SessionsPath, a.serveSession)
+	mux.HandleFunc("DELETE "+SessionsPath+"/{id}", a.endSession)
 	return mux
 }
 
@@ -309,22 +325,43 @@ func (a *API) serveSession(w http.ResponseWriter, r *http.Request) {
 	cmd := ServerCommand(req.Test, Binding{Device: rail.Device, Port: rail.Port, GIDIndex: gid, Addr: local}, port, rail.TClass)
 	cmd.Timeout = a.Timeout
 	// The server outlives the request: it has its own context, bounded
-	// by the timeout.
-	proc, err := a.Runner.Start(context.Background(), cmd)
+	// by the timeout, and ended by the requester's DELETE.
+	id, err := sessionID()
 	if err != nil {
+		release()
+		a.refuse(w, http.StatusServiceUnavailable, "unavailable", "", "%v", err)
+		return
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	proc, err := a.Runner.Start(sctx, cmd)
+	if err != nil {
+		cancel()
 		release()
 		a.refuse(w, http.StatusServiceUnavailable, "unavailable", "", "start %s: %v", req.Tool, err)
 		return
 	}
+	a.mu.Lock()
+	if a.sessions == nil {
+		a.sessions = map[string]*serverSession{}
+	}
+	a.sessions[id] = &serverSession{from: from, node: peer.Node, cancel: cancel}
+	a.mu.Unlock()
 	a.count("started")
 	log := a.logger().With("rail", req.Rail, "peer_node", peer.Node, "tool", req.Tool, "family", req.Family, "port", port)
 	log.Debug("probe server started", "cmd", cmd.String())
 	go func() {
 		defer release()
 		out, err := proc.Wait()
+		a.mu.Lock()
+		delete(a.sessions, id)
+		a.mu.Unlock()
+		ended := sctx.Err() != nil
+		cancel()
 		switch {
 		case err != nil:
 			log.Warn("probe server", "err", err)
+		case ended:
+			log.Info("probe server ended by the client (its run failed)")
 		case out.TimedOut:
 			log.Info("probe server timed out (the client never finished)", "timeout", a.Timeout)
 		case out.ExitCode != 0:
@@ -333,7 +370,55 @@ func (a *API) serveSession(w http.ResponseWriter, r *http.Request) {
 			log.Debug("probe server done", "duration", out.Duration)
 		}
 	}()
-	writeJSON(w, http.StatusCreated, SessionResponse{Port: port, Expires: time.Now().Add(a.Timeout).UTC()})
+	writeJSON(w, http.StatusCreated, SessionResponse{Port: port, Expires: time.Now().Add(a.Timeout).UTC(), ID: id})
+}
+
+// sessionID is a random session name: it is not guessable, and a DELETE
+// must come from the session's requester anyway.
+func sessionID() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("session id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// endSession serves DELETE SessionsPath/{id}: the requester of a session,
+// from the same address and (with mTLS) with the same node's
+// certificate, ends its server. 204 when it was running, 404 when there
+// is no such session (it ended, or never was).
+func (a *API) endSession(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		a.refuse(w, http.StatusForbidden, "forbidden", "", "unknown source address %q", r.RemoteAddr)
+		return
+	}
+	from := remote.Addr().Unmap()
+	a.mu.Lock()
+	sess := a.sessions[id]
+	a.mu.Unlock()
+	if sess == nil {
+		a.refuse(w, http.StatusNotFound, "not_found", "id", "no running probe session %q", clip(id))
+		return
+	}
+	if from != sess.from {
+		a.refuse(w, http.StatusForbidden, "forbidden", "", "session %s was opened from %s, not %s", id, sess.from, from)
+		return
+	}
+	if a.RequireCertificate {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			a.refuse(w, http.StatusForbidden, "forbidden", "", "no client certificate")
+			return
+		}
+		if cn := r.TLS.PeerCertificates[0].Subject.CommonName; cn != sess.node {
+			a.refuse(w, http.StatusForbidden, "forbidden", "", "session %s is %s's, not %q's", id, sess.node, cn)
+			return
+		}
+	}
+	sess.cancel()
+	a.count("ended")
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (a *API) logger() *slog.Logger {

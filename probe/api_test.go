@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,7 +40,7 @@ type fakeRunner struct {
 	helps int
 }
 
-func (f *fakeRunner) Start(_ context.Context, c Command) (Process, error) {
+func (f *fakeRunner) Start(ctx context.Context, c Command) (Process, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.missing[c.Name] {
@@ -58,7 +59,7 @@ func (f *fakeRunner) Start(_ context.Context, c Command) (Process, error) {
 		server = c.Args[0] == "-s"
 	}
 	if server {
-		return fakeProc{hold: f.hold}, nil
+		return fakeProc{hold: f.hold, ctx: ctx}, nil
 	}
 	return fakeProc{out: f.out[c.Name]}, nil
 }
@@ -72,11 +73,20 @@ func (f *fakeRunner) commands() []Command {
 type fakeProc struct {
 	out  Output
 	hold chan struct{}
+	ctx  context.Context // a server ends when it is cancelled, as ExecRunner kills it
 }
 
 func (p fakeProc) Wait() (Output, error) {
 	if p.hold != nil {
-		<-p.hold
+		var done <-chan struct{}
+		if p.ctx != nil {
+			done = p.ctx.Done()
+		}
+		select {
+		case <-p.hold:
+		case <-done:
+			return Output{ExitCode: -1}, nil
+		}
 	}
 	return p.out, nil
 }
@@ -593,4 +603,80 @@ func TestProbePerftestSourceBinding(t *testing.T) {
 			t.Errorf("%s: %d --help runs, want %d", tc.help, p.runner.helps, tc.helps)
 		}
 	}
+}
+
+// A client whose run failed ends its session: the peer's server is
+// killed and the NIC's slot is free at once, not at the server's
+// timeout. Only the session's requester may end it.
+func TestClientEndsFailedSession(t *testing.T) {
+	k := newPKI(t, "node-a", "node-b", "node-c")
+	p := newPair(t, k)
+	p.runner.hold = make(chan struct{}) // servers run until ended
+	defer close(p.runner.hold)
+	p.runner.out[v1.ProbeToolBandwidth] = Output{Stderr: "Couldn't connect to 127.0.0.2:18515\n", ExitCode: 1}
+	res := p.client.Probe(context.Background(), p.railA, p.peerB, Test{Tool: v1.ProbeToolBandwidth, Family: FamilyIPv4})
+	if res.Outcome != OutcomeFail {
+		t.Fatalf("outcome %s %q, want fail", res.Outcome, res.Error)
+	}
+	if p.count("ended") != 1 {
+		t.Fatalf("counts %v: the failed client did not end its session", p.counts)
+	}
+	// the slot is free: the next test starts a server (no busy)
+	if status, e := p.post(t, addrA, k.clientConfig(t, "node-a"), `{"rail":0,"peer_rail":0,"tool":"rping","family":"ipv4"}`); status != http.StatusCreated {
+		t.Fatalf("after the end: %d %+v", status, e)
+	}
+
+	// Someone else's DELETE: another node's certificate, or another
+	// address, is refused; an unknown session is 404.
+	var sess SessionResponse
+	body := `{"rail":0,"peer_rail":0,"tool":"ib_write_bw","family":"ipv4"}`
+	p.api.Slots = &Slots{} // a fresh NIC slot for this session
+	status, data := p.do(t, http.MethodPost, addrA, k.clientConfig(t, "node-a"), SessionsPath, body)
+	if status != http.StatusCreated || json.Unmarshal(data, &sess) != nil || sess.ID == "" {
+		t.Fatalf("open: %d %s", status, data)
+	}
+	for _, tc := range []struct {
+		name string
+		from netip.Addr
+		cert string
+		id   string
+		want int
+	}{
+		{"another node's certificate", addrA, "node-c", sess.ID, http.StatusForbidden},
+		{"another address", netip.MustParseAddr("127.0.0.3"), "node-a", sess.ID, http.StatusForbidden},
+		{"unknown session", addrA, "node-a", "00112233445566778899aabb", http.StatusNotFound},
+		{"the requester", addrA, "node-a", sess.ID, http.StatusNoContent},
+		{"again", addrA, "node-a", sess.ID, http.StatusNotFound},
+	} {
+		if status, data := p.do(t, http.MethodDelete, tc.from, k.clientConfig(t, tc.cert), SessionsPath+"/"+tc.id, ""); status != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, status, data, tc.want)
+		}
+	}
+}
+
+// do sends one request to the pair's API from an address, with a client
+// certificate when tlsCfg is set, and returns the status and body.
+func (p *pair) do(t *testing.T, method string, from netip.Addr, tlsCfg *tls.Config, path, body string) (int, []byte) {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: from.AsSlice()}}
+	tr := &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	if tlsCfg != nil {
+		tr.TLSClientConfig = tlsCfg.Clone()
+		tr.TLSClientConfig.InsecureSkipVerify = true
+	}
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, strings.TrimSuffix(p.url, SessionsPath)+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, data
 }

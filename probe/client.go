@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -148,6 +149,9 @@ func (c *Client) Probe(ctx context.Context, rail Rail, peer Peer, t Test) Result
 	pf := c.perftest.get(ctx, c.Runner, t.Tool)
 	cmd := ClientCommand(t, Binding{Device: rail.Device, Port: rail.Port, GIDIndex: gid, Addr: local}, remote, oobFrom, oob, sess.Port, rail.TClass, pf)
 	out, err := c.run(ctx, cmd)
+	if err != nil || out.ExitCode != 0 {
+		c.end(ctx, rail, peer, sess.ID)
+	}
 	if err != nil {
 		return fail(OutcomeError, "%v", err)
 	}
@@ -278,27 +282,8 @@ func (r *refusal) Error() string {
 // and only reaches a peer the tenant's VRF connects.
 func (c *Client) open(ctx context.Context, rail Rail, peer Peer, t Test) (SessionResponse, error) {
 	var resp SessionResponse
-	family := FamilyIPv4
-	if !rail.IPv4.IsValid() || !peer.IPv4.IsValid() {
-		family = FamilyIPv6
-	}
-	local, remote := rail.Addr(family), peer.Addr(family)
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: local.AsSlice()}, Timeout: 5 * time.Second}
-	tr := &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true, TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 10 * time.Second}
-	scheme := "http"
-	if c.TLS != nil {
-		scheme = "https"
-		tr.TLSClientConfig = peerTLS(c.TLS, peer.Node)
-	}
-	defer tr.CloseIdleConnections()
 	body, _ := json.Marshal(SessionRequest{Rail: peer.Rail, PeerRail: rail.Rail, Test: t})
-	url := scheme + "://" + net.JoinHostPort(remote.String(), strconv.Itoa(c.APIPort)) + SessionsPath
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return resp, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	r, err := (&http.Client{Transport: tr}).Do(req)
+	r, err := c.peerRequest(ctx, rail, peer, http.MethodPost, SessionsPath, body)
 	if err != nil {
 		return resp, err
 	}
@@ -328,6 +313,54 @@ func (c *Client) open(ctx context.Context, rail Rail, peer Peer, t Test) (Sessio
 		return resp, fmt.Errorf("answer: port %d", resp.Port)
 	}
 	return resp, nil
+}
+
+// peerRequest sends one request to the peer's probe API over the rail.
+func (c *Client) peerRequest(ctx context.Context, rail Rail, peer Peer, method, path string, body []byte) (*http.Response, error) {
+	family := FamilyIPv4
+	if !rail.IPv4.IsValid() || !peer.IPv4.IsValid() {
+		family = FamilyIPv6
+	}
+	local, remote := rail.Addr(family), peer.Addr(family)
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: local.AsSlice()}, Timeout: 5 * time.Second}
+	tr := &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true, TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 10 * time.Second}
+	scheme := "http"
+	if c.TLS != nil {
+		scheme = "https"
+		tr.TLSClientConfig = peerTLS(c.TLS, peer.Node)
+	}
+	target := scheme + "://" + net.JoinHostPort(remote.String(), strconv.Itoa(c.APIPort)) + path
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	// one request per transport, no keep-alive: nothing idles after it
+	return (&http.Client{Transport: tr}).Do(req)
+}
+
+// end asks the peer to end a session whose client run failed, so that
+// its server frees the peer NIC's probe slot now rather than at its
+// timeout. Best effort: an older peer (no ID, or no DELETE) or one that
+// does not answer keeps its server until the timeout, as before.
+func (c *Client) end(ctx context.Context, rail Rail, peer Peer, id string) {
+	if id == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	r, err := c.peerRequest(ctx, rail, peer, http.MethodDelete, SessionsPath+"/"+url.PathEscape(id), nil)
+	if err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 4<<10))
+	r.Body.Close()
 }
 
 // peerTLS verifies the peer's certificate against the fabric CA and
