@@ -702,6 +702,47 @@ func (p *Processes) WaitConverged(ctx context.Context) error {
 	}
 }
 
+// WaitCablingChecked waits until every agent's every rail has a CablingOK
+// verdict (True or False, from its LLDP neighbour), or ctx ends. An
+// agent reads its neighbours in the background every lldp.interval, so
+// the first verdict may come that long after convergence.
+func (p *Processes) WaitCablingChecked(ctx context.Context) error {
+	for {
+		why := ""
+	hosts:
+		for i := range p.f.hosts {
+			st, err := p.AgentStatus(ctx, i)
+			if err != nil {
+				why = fmt.Sprintf("%s: %v", p.f.Node(i), err)
+				break
+			}
+			for _, r := range st.Rails {
+				verdict := false
+				for _, c := range r.Conditions {
+					if c.Type == v1.ConditionCablingOK && (c.Status == v1.StatusTrue || c.Status == v1.StatusFalse) {
+						verdict = true
+					}
+				}
+				if !verdict {
+					why = fmt.Sprintf("%s rail %d: no CablingOK verdict yet", p.f.Node(i), r.Rail)
+					break hosts
+				}
+			}
+		}
+		if why == "" {
+			return nil
+		}
+		if err := p.exitedErr(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the cabling checks: %w; still: %s", ctx.Err(), why)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
 // notConverged says why a node status is not converged ("" when it is).
 func notConverged(st v1.NodeStatus, rails int, tenants []string) string {
 	for _, c := range st.Conditions {

@@ -198,6 +198,20 @@ func up(ctx context.Context, o options, logger *slog.Logger, stdout io.Writer) (
 	} else {
 		logger.Info("every agent converged", "took", time.Since(t0).Round(time.Millisecond))
 	}
+	if werr == nil && f.LLDPNote() == "" {
+		// CablingOK counts in tenant health: wait for the agents' first
+		// verdict (they read LLDP every lldp.interval), so that a
+		// --swap-rails lab does not first print healthy
+		logger.Info("waiting for the agents' first cabling check (LLDP)")
+		cctx, cancel := context.WithTimeout(ctx, cablingWait)
+		if err := procs.WaitCablingChecked(cctx); err != nil && ctx.Err() == nil {
+			logger.Warn("not every rail has a cabling verdict yet: tenant health may still change", "err", err)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
 	printHealth(ctx, procs, f, stdout)
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, procs.Guide())
@@ -212,6 +226,10 @@ func up(ctx context.Context, o options, logger *slog.Logger, stdout io.Writer) (
 		}
 	}
 }
+
+// cablingWait bounds the wait for the agents' first cabling verdicts: a
+// little over one lldp.interval (30 s).
+const cablingWait = 45 * time.Second
 
 // printHealth prints each tenant's health as the controller reports it.
 func printHealth(ctx context.Context, procs *lab.Processes, f *lab.Fabric, w io.Writer) {
