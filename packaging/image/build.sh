@@ -51,7 +51,7 @@ DIST=${DIST:-dist}
 IMAGE=${IMAGE:-ghcr.io/roce-agent/roce-agent}
 CACHE_DIR=${CACHE_DIR:-/var/cache/roce-agent-image}
 ROOTFS_MAX_AGE_DAYS=${ROOTFS_MAX_AGE_DAYS:-7}
-export SUITE=${SUITE:-bookworm}
+export SUITE=${SUITE:-trixie}
 
 die() { echo "packaging/image/build.sh: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }

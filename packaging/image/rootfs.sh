@@ -18,7 +18,9 @@
 #
 # Environment:
 #   PACKAGES          the packages (default: the list below; their dependencies follow)
-#   SUITE             the Debian release (default bookworm)
+#   SUITE             the Debian release (default trixie: its perftest 25.01
+#                     binds its out-of-band connection with --bind_source_ip,
+#                     bookworm's 4.5 cannot; docs/probes.md)
 #   DEBIAN_MIRROR     default http://deb.debian.org/debian
 #   SECURITY_MIRROR   default http://deb.debian.org/debian-security
 #   SOURCE_DATE_EPOCH every file time in the tarball (default 0)
@@ -39,7 +41,7 @@ out=$2
 # net-snmp, perl and ICU (about 100 MB); without it the agent listens for
 # LLDP itself.
 PACKAGES=${PACKAGES:-base-files ca-certificates iproute2 ibverbs-providers libatm1 perftest rdmacm-utils}
-SUITE=${SUITE:-bookworm}
+SUITE=${SUITE:-trixie}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}

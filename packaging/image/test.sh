@@ -167,8 +167,9 @@ for arch in $ARCHES; do
   check "/etc/passwd has root" grep -q '^root:x:0:0:' "$R/etc/passwd"
   check "/etc/os-release is Debian" grep -q '^ID=debian' "$(resolve "$R" /etc/os-release)"
   st=$R/var/lib/dpkg/status
-  for p in perftest rdmacm-utils iproute2 ibverbs-providers libibverbs1 librdmacm1 libc6 ca-certificates; do
-    check "dpkg status: $p installed" grep -qx "Package: $p" "$st"
+  # librdmacm1 is librdmacm1t64 from Debian 13 on (the 64-bit time_t transition)
+  for p in perftest rdmacm-utils iproute2 ibverbs-providers libibverbs1 'librdmacm1(t64)?' libc6 ca-certificates; do
+    check "dpkg status: $p installed" grep -qxE "Package: $p" "$st"
   done
   check "dpkg status: every package for $arch or all" \
     bash -c "! grep '^Architecture:' '$st' | grep -vqE '^Architecture: ($arch|all)$'"
@@ -228,6 +229,10 @@ for arch in $ARCHES; do
       "${run[@]}" "$(at /usr/bin/roce-agent)" inventory --sysfs-root /tmp/sysfs/sys
     rm -rf "$R/tmp/sysfs"
     expect "ib_write_bw --help" "start a server and wait for connection" "${run[@]}" "$(at /usr/bin/ib_write_bw)" --help
+    # the agent binds perftest's out-of-band connection to the rail address
+    # with it (docs/probes.md): without it a pod's probes follow the main table
+    expect "ib_write_bw has --bind_source_ip (perftest 23.07+)" "--bind_source_ip" "${run[@]}" "$(at /usr/bin/ib_write_bw)" --help
+    expect "ib_write_lat has --bind_source_ip (perftest 23.07+)" "--bind_source_ip" "${run[@]}" "$(at /usr/bin/ib_write_lat)" --help
     expect "ib_write_lat --help" "start a server and wait for connection" "${run[@]}" "$(at /usr/bin/ib_write_lat)" --help
     expect "rping -h" "rping -c" "${run[@]}" "$(at /usr/bin/rping)" -h
     expect "ip -V" "iproute2" "${run[@]}" "$(at "${found[ip]:-/bin/ip}")" -V
