@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -672,22 +673,28 @@ func (p *Processes) AgentStatus(ctx context.Context, host int) (v1.NodeStatus, e
 // bound to its tenant of the plan the leaves follow. A process that ends
 // meanwhile is an error.
 func (p *Processes) WaitConverged(ctx context.Context) error {
-	var why string
-	for {
-		why = ""
+	return p.poll(ctx, "the agents to converge", 250*time.Millisecond, func() string {
 		plan := p.f.Plan()
 		want := p.f.placement(plan)
 		for i := range p.f.hosts {
 			st, err := p.AgentStatus(ctx, i)
 			if err != nil {
-				why = fmt.Sprintf("%s: %v", p.f.Node(i), err)
-				break
+				return fmt.Sprintf("%s: %v", p.f.Node(i), err)
 			}
-			if why = notConverged(st, plan.Rails, want[i]); why != "" {
-				why = p.f.Node(i) + ": " + why
-				break
+			if why := notConverged(st, plan.Rails, want[i]); why != "" {
+				return p.f.Node(i) + ": " + why
 			}
 		}
+		return ""
+	})
+}
+
+// poll calls check every interval until it says nothing is missing (""),
+// a lab process exits, or ctx ends (the error names what and the last
+// check's answer).
+func (p *Processes) poll(ctx context.Context, what string, every time.Duration, check func() string) error {
+	for {
+		why := check()
 		if why == "" {
 			return nil
 		}
@@ -696,8 +703,8 @@ func (p *Processes) WaitConverged(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for the agents to converge: %w; still: %s", ctx.Err(), why)
-		case <-time.After(250 * time.Millisecond):
+			return fmt.Errorf("wait for %s: %w; still: %s", what, ctx.Err(), why)
+		case <-time.After(every):
 		}
 	}
 }
@@ -707,40 +714,22 @@ func (p *Processes) WaitConverged(ctx context.Context) error {
 // agent reads its neighbours in the background every lldp.interval, so
 // the first verdict may come that long after convergence.
 func (p *Processes) WaitCablingChecked(ctx context.Context) error {
-	for {
-		why := ""
-	hosts:
+	return p.poll(ctx, "the cabling checks", 500*time.Millisecond, func() string {
 		for i := range p.f.hosts {
 			st, err := p.AgentStatus(ctx, i)
 			if err != nil {
-				why = fmt.Sprintf("%s: %v", p.f.Node(i), err)
-				break
+				return fmt.Sprintf("%s: %v", p.f.Node(i), err)
 			}
 			for _, r := range st.Rails {
-				verdict := false
-				for _, c := range r.Conditions {
-					if c.Type == v1.ConditionCablingOK && (c.Status == v1.StatusTrue || c.Status == v1.StatusFalse) {
-						verdict = true
-					}
-				}
-				if !verdict {
-					why = fmt.Sprintf("%s rail %d: no CablingOK verdict yet", p.f.Node(i), r.Rail)
-					break hosts
+				if !slices.ContainsFunc(r.Conditions, func(c v1.Condition) bool {
+					return c.Type == v1.ConditionCablingOK && (c.Status == v1.StatusTrue || c.Status == v1.StatusFalse)
+				}) {
+					return fmt.Sprintf("%s rail %d: no CablingOK verdict yet", p.f.Node(i), r.Rail)
 				}
 			}
 		}
-		if why == "" {
-			return nil
-		}
-		if err := p.exitedErr(); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for the cabling checks: %w; still: %s", ctx.Err(), why)
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+		return ""
+	})
 }
 
 // notConverged says why a node status is not converged ("" when it is).

@@ -264,15 +264,11 @@ func (a *API) serveSession(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, http.StatusForbidden, "forbidden", "", "%s is not a probe peer of rail %d (tenant %s)", from, req.Rail, rail.Tenant)
 		return
 	}
-	if a.RequireCertificate {
-		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-			a.refuse(w, http.StatusForbidden, "forbidden", "", "no client certificate")
-			return
-		}
-		if cn := r.TLS.PeerCertificates[0].Subject.CommonName; cn != peer.Node {
-			a.refuse(w, http.StatusForbidden, "forbidden", "", "certificate of %q used from %s, which is %s's rail %d address", cn, from, peer.Node, peer.Rail)
-			return
-		}
+	if cn, ok := a.certificateName(w, r); !ok {
+		return
+	} else if a.RequireCertificate && cn != peer.Node {
+		a.refuse(w, http.StatusForbidden, "forbidden", "", "certificate of %q used from %s, which is %s's rail %d address", cn, from, peer.Node, peer.Rail)
+		return
 	}
 	if req.PeerRail != peer.Rail {
 		a.refuse(w, http.StatusForbidden, "forbidden", "peer_rail", "peer_rail %d: %s probes from rail %d", req.PeerRail, peer.Node, peer.Rail)
@@ -373,6 +369,21 @@ func (a *API) serveSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, SessionResponse{Port: port, Expires: time.Now().Add(a.Timeout).UTC(), ID: id})
 }
 
+// certificateName is the node a request's client certificate names,
+// with mTLS; "" without it (a lab's plain HTTP: the address alone says who
+// asks). A request that must carry a certificate and carries none is
+// refused here (false).
+func (a *API) certificateName(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if !a.RequireCertificate {
+		return "", true
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		a.refuse(w, http.StatusForbidden, "forbidden", "", "no client certificate")
+		return "", false
+	}
+	return r.TLS.PeerCertificates[0].Subject.CommonName, true
+}
+
 // sessionID is a random session name: it is not guessable, and a DELETE
 // must come from the session's requester anyway.
 func sessionID() (string, error) {
@@ -406,15 +417,11 @@ func (a *API) endSession(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, http.StatusForbidden, "forbidden", "", "session %s was opened from %s, not %s", id, sess.from, from)
 		return
 	}
-	if a.RequireCertificate {
-		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-			a.refuse(w, http.StatusForbidden, "forbidden", "", "no client certificate")
-			return
-		}
-		if cn := r.TLS.PeerCertificates[0].Subject.CommonName; cn != sess.node {
-			a.refuse(w, http.StatusForbidden, "forbidden", "", "session %s is %s's, not %q's", id, sess.node, cn)
-			return
-		}
+	if cn, ok := a.certificateName(w, r); !ok {
+		return
+	} else if a.RequireCertificate && cn != sess.node {
+		a.refuse(w, http.StatusForbidden, "forbidden", "", "session %s is %s's, not %q's", id, sess.node, cn)
+		return
 	}
 	sess.cancel()
 	a.count("ended")
