@@ -88,7 +88,7 @@ func TestSoftRoCE(t *testing.T) {
 		// remaining steps could only time out against it
 		errA = l.a.waitExit(ctx, l.b)
 		cancel()
-		crash := l.crash()
+		crash := l.crash(errA)
 		if crash == "" {
 			break
 		}
