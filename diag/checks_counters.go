@@ -56,7 +56,8 @@ func init() {
 		Check{
 			ID: "CNT-PFC-001", Title: "no PFC pause storm",
 			Doc: "Samples each rail netdev's PFC pause frame counters per priority over dcbnl (ieee_pfc requests = sent, indications = received) across the `--sample` window, in five steps. " +
-				"1000 or more pause frames per second on a priority is a storm (WARN); a NIC that sends them at that rate without a break for the whole window cannot drain its receive buffers and stops the priority for every sender behind the leaf (FAIL).",
+				"1000 or more pause frames per second on a priority is a storm (WARN); a NIC that sends them at that rate without a break for the whole window cannot drain its receive buffers and stops the priority for every sender behind the leaf (FAIL). " +
+				"Where `ethtool -S` shows the NIC's stall prevention counters (mlx5: tx_pause_storm_warning_events, tx_pause_storm_error_events), they are sampled too: a warning event in the window is a WARN, an error event (the NIC paused past pfc-prevention-tout and stopped pausing, so the priority lost its lossless guarantee) a FAIL; events only before the window are history and pass.",
 			Remedy:  "pauses sent by the NIC: the host cannot drain what it receives (check PCIe errors and width, GPUDirect and peer memory, CPU and interrupt load, a stuck receive queue) and turn on the NIC's pause storm prevention (`ethtool --set-tunable <netdev> pfc-prevention-tout 100`); pauses received: find the congested or storming port downstream on the leaf (its PFC watchdog, buffer and ECN thresholds)",
 			Run:     checkPFCStorm,
 			Timeout: counterTimeout,
@@ -454,6 +455,7 @@ func checkPFCStorm(ctx context.Context, e *Env) []Result {
 				if _, ok := enabled[subject]; !ok {
 					enabled[subject] = enable
 				}
+				addStallEvents(ctx, e, dev, m)
 			}
 			return m, err
 		}})
@@ -498,13 +500,70 @@ func readPFC(dcb qos.DCBClient, dev string) (map[string]uint64, uint8, error) {
 	return m, ieee.PFC.Enable, nil
 }
 
+// The NIC's PFC stall prevention counters in a PFC sample (mlx5's
+// ethtool statistics): how often it paused longer than the storm warning
+// threshold, and how often longer than pfc-prevention-tout, after which
+// it stops sending pause frames.
+const (
+	stormWarningKey = "storm_warning"
+	stormErrorKey   = "storm_error"
+)
+
+// addStallEvents adds the NIC's stall prevention counters to a PFC
+// sample, where `ethtool -S` shows them (mlx5 with stall detection);
+// elsewhere it adds nothing.
+func addStallEvents(ctx context.Context, e *Env, dev string, m map[string]uint64) {
+	if e.Runner == nil {
+		return
+	}
+	res, err := e.RunTool(ctx, 3*time.Second, "ethtool", "-S", dev)
+	if err != nil || res.TimedOut || res.ExitCode != 0 {
+		return
+	}
+	st := parseEthtoolStats(res.Stdout)
+	if v, ok := st["tx_pause_storm_warning_events"]; ok {
+		m[stormWarningKey] = v
+	}
+	if v, ok := st["tx_pause_storm_error_events"]; ok {
+		m[stormErrorKey] = v
+	}
+}
+
+// parseEthtoolStats reads `ethtool -S` output: "NIC statistics:", then
+// one "name: value" per line. Names are trimmed (some mlx5 versions end
+// tx_pause_storm_warning_events with a space); lines that are not a name
+// and an unsigned number are skipped.
+func parseEthtoolStats(out string) map[string]uint64 {
+	m := map[string]uint64{}
+	for _, line := range strings.Split(out, "\n") {
+		name, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSpace(name)
+		v, err := strconv.ParseUint(strings.TrimSpace(val), 10, 64)
+		if name == "" || err != nil {
+			continue
+		}
+		m[name] = v
+	}
+	return m
+}
+
 // judgePFC is a netdev's pause verdict: per priority, the rate of pause
 // frames sent (tx) and received (rx) over the window, and whether tx rose
-// in every step.
+// in every step; then the NIC's stall prevention events, where it counts
+// them.
 func judgePFC(s *sampled, window time.Duration, enable uint8) Result {
 	secs := max(window.Seconds(), 1e-3)
 	status := Pass
 	var seen, reasons []string
+	raise := func(st Status, why string) {
+		if st.Rank() > status.Rank() {
+			status = st
+		}
+		reasons = append(reasons, why)
+	}
 	for p := 0; p < 8; p++ {
 		tx := counterDelta(s.first()[pfcKey("tx", p)], s.last()[pfcKey("tx", p)])
 		rx := counterDelta(s.first()[pfcKey("rx", p)], s.last()[pfcKey("rx", p)])
@@ -519,12 +578,6 @@ func judgePFC(s *sampled, window time.Duration, enable uint8) Result {
 				steady = false
 			}
 		}
-		raise := func(st Status, why string) {
-			if st.Rank() > status.Rank() {
-				status = st
-			}
-			reasons = append(reasons, why)
-		}
 		switch {
 		case txRate >= pfcStormRate && steady:
 			raise(Fail, fmt.Sprintf("priority %d: the NIC sent pause frames without a break for the whole window: the host cannot drain what it receives, and the leaf stops the priority for every sender behind it", p))
@@ -535,9 +588,27 @@ func judgePFC(s *sampled, window time.Duration, enable uint8) Result {
 			raise(Warn, fmt.Sprintf("priority %d: the leaf pauses this NIC at a storm rate: congestion or a pause storm downstream", p))
 		}
 	}
+	var history string // stall prevention events before the window, none in it
+	if _, ok := s.first()[stormWarningKey]; ok {
+		warnings := counterDelta(s.first()[stormWarningKey], s.last()[stormWarningKey])
+		errs := counterDelta(s.first()[stormErrorKey], s.last()[stormErrorKey])
+		if warnings > 0 || errs > 0 {
+			seen = append(seen, fmt.Sprintf("stall prevention: %d warning and %d error events", warnings, errs))
+		}
+		switch {
+		case errs > 0:
+			raise(Fail, fmt.Sprintf("the NIC paused longer than its pfc-prevention-tout %d times in the window (tx_pause_storm_error_events) and then stopped sending pause frames: the priority is not lossless while that lasts, and the host cannot drain what it receives", errs))
+		case warnings > 0:
+			raise(Warn, fmt.Sprintf("the NIC paused longer than its storm warning threshold %d times in the window (tx_pause_storm_warning_events): the host falls behind draining what it receives", warnings))
+		}
+		if total := s.last()[stormWarningKey] + s.last()[stormErrorKey]; warnings == 0 && errs == 0 && total > 0 {
+			history = fmt.Sprintf("; stall prevention events since the driver loaded: %d warning, %d error, none in the window",
+				s.last()[stormWarningKey], s.last()[stormErrorKey])
+		}
+	}
 	enabled := pfcPriorities(enable)
 	if len(seen) == 0 {
-		return PassResult(s.subject, fmt.Sprintf("no pause frames in %s (PFC on %s)", window, enabled)).OnRail(s.rail)
+		return PassResult(s.subject, fmt.Sprintf("no pause frames in %s (PFC on %s)%s", window, enabled, history)).OnRail(s.rail)
 	}
 	observed := strings.Join(seen, "; ") + " over " + window.String()
 	expected := fmt.Sprintf("below %d pause frames/s per priority", pfcStormRate)
@@ -547,7 +618,7 @@ func judgePFC(s *sampled, window time.Duration, enable uint8) Result {
 	case Warn:
 		return WarnResult(s.subject, observed, expected, strings.Join(reasons, "; ")).OnRail(s.rail)
 	}
-	return PassResult(s.subject, observed+" (PFC on "+enabled+")").OnRail(s.rail)
+	return PassResult(s.subject, observed+" (PFC on "+enabled+")"+history).OnRail(s.rail)
 }
 
 // pfcPriorities names the priorities with PFC on: "priorities 3, 4", "no

@@ -3,6 +3,8 @@ package diag
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/roce-agent/roce-agent/gpu/topology"
 	"github.com/roce-agent/roce-agent/nic/linkengine/linktest"
 	"github.com/roce-agent/roce-agent/nic/sysfstest"
+	"github.com/roce-agent/roce-agent/probe"
 	"github.com/roce-agent/roce-agent/qos"
 )
 
@@ -283,4 +286,81 @@ func TestCNTPFCStorm(t *testing.T) {
 	if n := f.calls[sysfstest.DGXNetdev(0)]; n != pfcSteps+1 {
 		t.Errorf("%d dcbnl reads of a storming NIC, want %d", n, pfcSteps+1)
 	}
+}
+
+// stallRunner answers `ethtool -S DEV` with mlx5-style statistics whose
+// stall prevention counters come from a function of the device and the
+// call; other tools are not installed.
+type stallRunner struct {
+	mu    sync.Mutex
+	calls map[string]int
+	stats func(dev string, call int) (warning, errors uint64, ok bool)
+}
+
+func (r *stallRunner) Start(_ context.Context, c probe.Command) (probe.Process, error) {
+	if c.Name != "ethtool" || len(c.Args) != 2 || c.Args[0] != "-S" {
+		return nil, probe.ErrToolMissing
+	}
+	dev := c.Args[1]
+	r.mu.Lock()
+	n := r.calls[dev]
+	r.calls[dev]++
+	r.mu.Unlock()
+	w, e, ok := r.stats(dev, n)
+	if !ok {
+		return doneProcess(probe.Output{Stderr: "no stats available\n", ExitCode: 94}), nil
+	}
+	// the warning counter's name ends in a space, as in some mlx5 versions
+	out := fmt.Sprintf("NIC statistics:\n     rx_packets: 1234\n     tx_prio3_pause: 0\n     tx_pause_storm_warning_events : %d\n     tx_pause_storm_error_events: %d\n     garbage line\n     rx_bad: -1\n", w, e)
+	return doneProcess(probe.Output{Stdout: out}), nil
+}
+
+func TestCNTPFCStallPrevention(t *testing.T) {
+	e := dgx(t, nil)
+	withPFCCounters(t, e, func(string, int) (qos.IEEE, error) { return pfcState(0, 0), nil })
+	e.Runner = &stallRunner{calls: map[string]int{}, stats: func(dev string, call int) (uint64, uint64, bool) {
+		k := uint64(call)
+		switch dev {
+		case sysfstest.DGXNetdev(0): // stall prevention fired in the window
+			return 3 + k, 1 + k/uint64(pfcSteps), true
+		case sysfstest.DGXNetdev(1): // warnings only
+			return 7 + k, 0, true
+		case sysfstest.DGXNetdev(2): // history only
+			return 12, 2, true
+		case sysfstest.DGXNetdev(3): // not an mlx5 with stall detection
+			return 0, 0, false
+		}
+		return 0, 0, true
+	}}
+	rs := check(t, e, "CNT-PFC-001")
+	want(t, rs, sysfstest.DGXNetdev(0), Fail, "stall prevention: 5 warning and 1 error events", "pfc-prevention-tout 1 times")
+	want(t, rs, sysfstest.DGXNetdev(1), Warn, "stall prevention: 5 warning and 0 error events", "storm warning threshold 5 times")
+	want(t, rs, sysfstest.DGXNetdev(2), Pass, "no pause frames in 3s", "since the driver loaded: 12 warning, 2 error, none in the window")
+	want(t, rs, sysfstest.DGXNetdev(3), Pass, "no pause frames in 3s")
+	want(t, rs, sysfstest.DGXNetdev(4), Pass, "no pause frames in 3s")
+}
+
+func TestParseEthtoolStats(t *testing.T) {
+	m := parseEthtoolStats("NIC statistics:\n     rx_packets: 12\n     tx_pause_storm_warning_events : 3\n  bad: x\n: 4\nnoise\n big: 18446744073709551615\n")
+	want := map[string]uint64{"rx_packets": 12, "tx_pause_storm_warning_events": 3, "big": 18446744073709551615}
+	if len(m) != len(want) {
+		t.Fatalf("parsed %v, want %v", m, want)
+	}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %d, want %d", k, m[k], v)
+		}
+	}
+}
+
+func FuzzParseEthtoolStats(f *testing.F) {
+	f.Add("NIC statistics:\n     rx_packets: 12\n     tx_pause_storm_warning_events : 3\n")
+	f.Add(": :\n::1\n x : 99999999999999999999\n")
+	f.Fuzz(func(t *testing.T, out string) {
+		for name := range parseEthtoolStats(out) {
+			if name == "" || name != strings.TrimSpace(name) || strings.Contains(name, "\n") {
+				t.Fatalf("name %q from %q", name, out)
+			}
+		}
+	})
 }
