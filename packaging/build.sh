@@ -4,6 +4,8 @@
 #   roce-agent_<ver>_linux_<arch>            the binaries (amd64, arm64)
 #   roce-agent_<ver>_<arch>.deb, .rpm        the packages (nfpm, packaging/nfpm/nfpm.yaml)
 #   roce-agent_<ver>_linux_<arch>.cdx.json   a CycloneDX SBOM of each binary (packaging/sbom)
+#   roce-agent_<ver>_chart.tgz               the Helm chart, appVersion = this build's image
+#                                            tag (packaging/kubernetes/chartpkg)
 #   SHA256SUMS                               the digests of all of the above
 #
 # <ver> is packaging/version.sh's version without the leading v (from git
@@ -144,6 +146,14 @@ for arch in $ARCHES; do
   "$BUILDDIR/sbom" -name roce-agent -version "$VERSION" -commit "$COMMIT" -license Apache-2.0 \
     -o "$DIST/roce-agent_${ver}_linux_${arch}.cdx.json" "$bin"
 done
+
+# The Helm chart, its appVersion (the default image tag) this build's image
+# tag (packaging/image/build.sh's), reproducible; packaged by the nested
+# Kubernetes module, which has helm.
+log "helm chart (appVersion ${ver//+/_})"
+distabs=$(cd "$DIST" && pwd)
+(cd packaging/kubernetes && $GO run -trimpath ./chartpkg -chart ../helm/roce-agent -app-version "${ver//+/_}" \
+  -mtime "$SOURCE_DATE_EPOCH" -out "$distabs/roce-agent_${ver}_chart.tgz")
 
 # SHA256SUMS: every artefact of this version in DIST (all arches built so far).
 (

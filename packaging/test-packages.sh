@@ -9,7 +9,7 @@
 #                 for each, go in packaging/nfpm/lintian-overrides)
 #   3. arm64      the arm64 binary runs `inventory` on a fixture under
 #                 qemu-aarch64 and prints what the amd64 one prints
-#   4. reproducible  the amd64 binary, .deb, .rpm and SBOM built again from
+#   4. reproducible  the amd64 binary, .deb, .rpm, SBOM and chart built again from
 #                 the same tree are the same bytes (SHA256SUMS)
 #   5. install    the amd64 .deb: installed (enabled, not started), its
 #                 default config inert (ExecStart refuses, exit 2, no
@@ -48,12 +48,18 @@ rpm_amd64=$DIST/roce-agent_${ver}_amd64.rpm
 rpm_arm64=$DIST/roce-agent_${ver}_arm64.rpm
 bin_amd64=$DIST/roce-agent_${ver}_linux_amd64
 bin_arm64=$DIST/roce-agent_${ver}_linux_arm64
+chart=$DIST/roce-agent_${ver}_chart.tgz
 for f in "$deb_amd64" "$deb_arm64" "$rpm_amd64" "$rpm_arm64" "$bin_amd64" "$bin_arm64" \
-  "$bin_amd64.cdx.json" "$bin_arm64.cdx.json" "$DIST/SHA256SUMS"; do
+  "$bin_amd64.cdx.json" "$bin_arm64.cdx.json" "$chart" "$DIST/SHA256SUMS"; do
   [ -f "$f" ] || fail "$f is missing: run make package (packaging/build.sh) for $VERSION first"
 done
 (cd "$DIST" && sha256sum --quiet -c SHA256SUMS) || fail "$DIST/SHA256SUMS does not match the files"
-ok "the four packages, the binaries and the SBOMs of $VERSION are in $DIST and match SHA256SUMS"
+ok "the four packages, the binaries, the SBOMs and the chart of $VERSION are in $DIST and match SHA256SUMS"
+# the chart's default image is the image this build made (packaging/image/build.sh's tag)
+want_app="appVersion: \"${ver//+/_}\""
+got_app=$(tar -xzOf "$chart" roce-agent/Chart.yaml | grep '^appVersion:') || fail "$chart: no roce-agent/Chart.yaml with an appVersion"
+[ "$got_app" = "$want_app" ] || fail "$chart: $got_app, want $want_app"
+ok "the chart's appVersion is this build's image tag (${ver//+/_})"
 
 # Tools.
 need=()
@@ -216,12 +222,12 @@ if [ "$REPRO" = 1 ]; then
   ARCHES=amd64 DIST="$tmp/repro" VERSION="$VERSION" bash packaging/build.sh >"$tmp/repro.log" 2>&1 ||
     fail "packaging/build.sh: $(tail -20 "$tmp/repro.log")"
   for f in "roce-agent_${ver}_linux_amd64" "roce-agent_${ver}_linux_amd64.cdx.json" \
-    "roce-agent_${ver}_amd64.deb" "roce-agent_${ver}_amd64.rpm"; do
+    "roce-agent_${ver}_amd64.deb" "roce-agent_${ver}_amd64.rpm" "roce-agent_${ver}_chart.tgz"; do
     a=$(awk -v f="$f" '$2 == f { print $1 }' "$DIST/SHA256SUMS")
     b=$(sha256sum "$tmp/repro/$f" | cut -d' ' -f1)
     [ "$a" = "$b" ] || fail "$f differs when built again ($a, then $b): not reproducible, or the tree changed since make package"
   done
-  ok "binary, .deb, .rpm and SBOM built again: the same bytes ($((SECONDS - start)) s)"
+  ok "binary, .deb, .rpm, SBOM and chart built again: the same bytes ($((SECONDS - start)) s)"
 else
   echo "skip 4. reproducible build (REPRO=0)"
 fi
