@@ -11,7 +11,6 @@ import (
 	"time"
 
 	v1 "github.com/roce-agent/roce-agent/api/v1"
-	"github.com/roce-agent/roce-agent/nic/linkengine/linktest"
 	"github.com/roce-agent/roce-agent/probe"
 )
 
@@ -96,30 +95,12 @@ func (r *lldpctlRunner) set(t *testing.T, file string, names ...string) {
 // reconciled once, lldpctl played by the returned runner.
 func cablingDaemon(t *testing.T, edit func(*Config)) (*Daemon, *lldpctlRunner, *atomic.Int64) {
 	t.Helper()
-	host := linktest.New()
-	host.AddLink("vethA", 1500)
-	host.AddLink("vethB", 1500)
-	c := DefaultConfig()
-	c.SysfsRoot = filepath.Join("..", "testdata", "sysfs", "soft-roce", "sys")
-	c.StateDir = t.TempDir()
-	c.Node.Name = "fake-host"
-	c.Listen.Metrics = ""
-	c.Rails = []RailConfig{
-		{Rail: intp(0), Netdev: "vethA", IPv4: "10.0.0.1/31"},
-		{Rail: intp(1), Netdev: "vethB", IPv4: "10.0.1.1/31"},
-	}
+	host, c := fakeHost(t, 2)
 	c.LLDP.Source = "lldpctl"
 	if edit != nil {
 		edit(&c)
 	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := NewDaemon(DaemonOptions{Config: c, Log: quietLog(), Host: host})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
+	d := fakeHostDaemon(t, host, c)
 	if err := d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}

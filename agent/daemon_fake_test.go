@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,25 +15,29 @@ import (
 	"github.com/roce-agent/roce-agent/nic/linkengine/linktest"
 )
 
-// TestDaemonConditionsOnFakeHost runs the daemon's reconcile on the
-// soft-roce fixture tree with a recording fake namespace instead of the
-// kernel: no root. Rails converge and their conditions say so; an address
-// deleted by hand is repaired and counted as drift; a rail whose netdev
-// disappears is in conflict while the other stays ready.
-func TestDaemonConditionsOnFakeHost(t *testing.T) {
+// fakeHost is a recording fake namespace with rails netdevs vethA,
+// vethB, ... (MTU 1500), and a daemon config for it on the soft-roce
+// fixture tree: rail i on the i-th netdev with 10.0.i.1/31. No root.
+func fakeHost(t *testing.T, rails int) (*linktest.Host, Config) {
+	t.Helper()
 	host := linktest.New()
-	host.AddLink("vethA", 1500)
-	host.AddLink("vethB", 1500)
 	c := DefaultConfig()
 	c.SysfsRoot = filepath.Join("..", "testdata", "sysfs", "soft-roce", "sys")
 	c.StateDir = t.TempDir()
 	c.Node.Name = "fake-host"
 	c.Listen.Metrics = ""
-	c.Link.Routes = []string{"10.200.0.0/16"}
-	c.Rails = []RailConfig{
-		{Rail: intp(0), Netdev: "vethA", IPv4: "10.0.0.1/31"},
-		{Rail: intp(1), Netdev: "vethB", IPv4: "10.0.1.1/31"},
+	for i := 0; i < rails; i++ {
+		netdev := "veth" + string(rune('A'+i))
+		host.AddLink(netdev, 1500)
+		c.Rails = append(c.Rails, RailConfig{Rail: intp(i), Netdev: netdev, IPv4: fmt.Sprintf("10.0.%d.1/31", i)})
 	}
+	return host, c
+}
+
+// fakeHostDaemon validates c and makes the daemon on host; it closes when
+// the test ends.
+func fakeHostDaemon(t *testing.T, host *linktest.Host, c Config) *Daemon {
+	t.Helper()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +45,19 @@ func TestDaemonConditionsOnFakeHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	t.Cleanup(d.Close)
+	return d
+}
+
+// TestDaemonConditionsOnFakeHost runs the daemon's reconcile on the
+// soft-roce fixture tree with a recording fake namespace instead of the
+// kernel: no root. Rails converge and their conditions say so; an address
+// deleted by hand is repaired and counted as drift; a rail whose netdev
+// disappears is in conflict while the other stays ready.
+func TestDaemonConditionsOnFakeHost(t *testing.T) {
+	host, c := fakeHost(t, 2)
+	c.Link.Routes = []string{"10.200.0.0/16"}
+	d := fakeHostDaemon(t, host, c)
 	if err := d.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +98,7 @@ func TestDaemonConditionsOnFakeHost(t *testing.T) {
 	}
 
 	host.DelLink("vethB")
-	err = d.Reconcile()
+	err := d.Reconcile()
 	if err == nil || !strings.Contains(err.Error(), "netdev vethB does not exist") {
 		t.Errorf("reconcile with vethB gone: %v", err)
 	}

@@ -2,8 +2,6 @@ package agent
 
 import (
 	"errors"
-	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,45 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/roce-agent/roce-agent/nic/linkengine/linktest"
+	"github.com/roce-agent/roce-agent/nic/nettest"
 )
-
-// notifyMessages listens as NOTIFY_SOCKET and returns each datagram as it
-// arrives, whole: the reload protocol is about which lines share a message
-// (nettest.Systemd counts lines).
-func notifyMessages(t *testing.T) <-chan string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", sock)
-	msgs := make(chan string, 64)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			msgs <- string(buf[:n])
-		}
-	}()
-	return msgs
-}
-
-func nextMessage(t *testing.T, msgs <-chan string) []string {
-	t.Helper()
-	select {
-	case m := <-msgs:
-		return strings.Split(strings.TrimSuffix(m, "\n"), "\n")
-	case <-time.After(5 * time.Second):
-		t.Fatal("no notification")
-		return nil
-	}
-}
 
 func monotonicUsec(t *testing.T) int64 {
 	t.Helper()
@@ -68,23 +29,10 @@ func monotonicUsec(t *testing.T) int64 {
 // starting and sends nothing. No root: a fake namespace on the soft-roce
 // fixture tree.
 func TestReloadSpeaksNotifyReload(t *testing.T) {
-	msgs := notifyMessages(t)
-	host := linktest.New()
-	host.AddLink("vethA", 1500)
-	c := DefaultConfig()
-	c.SysfsRoot = filepath.Join("..", "testdata", "sysfs", "soft-roce", "sys")
-	c.StateDir = t.TempDir()
-	c.Node.Name = "fake-host"
-	c.Listen.Metrics = ""
-	c.Rails = []RailConfig{{Rail: intp(0), Netdev: "vethA", IPv4: "10.0.0.1/31"}}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := NewDaemon(DaemonOptions{Config: c, Log: quietLog(), Host: host})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	systemd := nettest.NewSystemd(t)
+	t.Setenv("NOTIFY_SOCKET", systemd.Socket)
+	host, c := fakeHost(t, 1)
+	d := fakeHostDaemon(t, host, c)
 	good := func() (Config, error) { return c, nil }
 	bad := func() (Config, error) { return Config{}, errors.New("config has no settings") }
 
@@ -93,7 +41,7 @@ func TestReloadSpeaksNotifyReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.runReconcile()
-	if m := nextMessage(t, msgs); len(m) != 2 || m[0] != "READY=1" || !strings.HasPrefix(m[1], "STATUS=") || !strings.Contains(m[1], " rails healthy, last reconcile ") {
+	if m := systemd.Next(t); len(m) != 2 || m[0] != "READY=1" || !strings.HasPrefix(m[1], "STATUS=") || !strings.Contains(m[1], " rails healthy, last reconcile ") {
 		t.Fatalf("first message %q, want READY=1 and the status", m)
 	}
 
@@ -111,7 +59,7 @@ func TestReloadSpeaksNotifyReload(t *testing.T) {
 		if (err != nil) != (tc.name == "refused") {
 			t.Errorf("%s reload: %v", tc.name, err)
 		}
-		m := nextMessage(t, msgs)
+		m := systemd.Next(t)
 		if len(m) != 3 || m[0] != "RELOADING=1" || !strings.HasPrefix(m[1], "MONOTONIC_USEC=") || m[2] != "STATUS=reloading the configuration" {
 			t.Fatalf("%s reload: first message %q, want RELOADING=1, MONOTONIC_USEC= and STATUS= together", tc.name, m)
 		}
@@ -119,15 +67,14 @@ func TestReloadSpeaksNotifyReload(t *testing.T) {
 		if err != nil || usec < before || usec > after {
 			t.Errorf("%s reload: %s, want CLOCK_MONOTONIC in µs between %d and %d", tc.name, m[1], before, after)
 		}
-		m = nextMessage(t, msgs)
+		m = systemd.Next(t)
 		if len(m) != 2 || m[0] != "READY=1" || !strings.HasPrefix(m[1], tc.status) || !strings.Contains(m[1], " rails healthy, last reconcile ") ||
 			(tc.name == "accepted" && strings.Contains(m[1], "refused")) {
 			t.Errorf("%s reload: second message %q, want READY=1 and %s...", tc.name, m, tc.status)
 		}
 	}
-	select {
-	case m := <-msgs:
-		t.Errorf("unexpected notification %q", m)
-	case <-time.After(50 * time.Millisecond):
+	time.Sleep(50 * time.Millisecond)
+	if m := systemd.Pending(); len(m) > 0 {
+		t.Errorf("unexpected notifications %q", m)
 	}
 }

@@ -114,6 +114,9 @@ func (c *Client) Probe(ctx context.Context, rail Rail, peer Peer, t Test) Result
 	if err != nil {
 		return fail(OutcomeError, "%v", err)
 	}
+	// what the installed perftest can do, read before the peer starts a
+	// server for this probe (once per tool: cached)
+	pf := c.perftest.get(ctx, c.Runner, t.Tool)
 	release, err := c.Slots.Acquire(rail.Device, fmt.Sprintf("%s to %s", t.Tool, peer.Node), min(t.Expected(), timeout))
 	if err != nil {
 		var busy *Busy
@@ -146,7 +149,6 @@ func (c *Client) Probe(ctx context.Context, rail Rail, peer Peer, t Test) Result
 	if !oobFrom.IsValid() || !oob.IsValid() {
 		oobFrom, oob = local, remote
 	}
-	pf := c.perftest.get(ctx, c.Runner, t.Tool)
 	cmd := ClientCommand(t, Binding{Device: rail.Device, Port: rail.Port, GIDIndex: gid, Addr: local}, remote, oobFrom, oob, sess.Port, rail.TClass, pf)
 	out, err := c.run(ctx, cmd)
 	if err != nil || out.ExitCode != 0 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Systemd is a fake service manager: a NOTIFY_SOCKET listener that records
@@ -14,7 +15,8 @@ type Systemd struct {
 	// Socket is the path to give the daemon as NOTIFY_SOCKET.
 	Socket string
 	mu     sync.Mutex
-	msgs   []string
+	msgs   []string // every datagram, whole
+	next   int      // the first datagram Next has not returned
 }
 
 // NewSystemd listens on a socket in a temporary directory until the test
@@ -55,4 +57,34 @@ func (s *Systemd) Count(prefix string) int {
 		}
 	}
 	return n
+}
+
+// Next returns the lines of the next datagram Next has not returned yet,
+// waiting up to 5 s for it: which lines share a message is what the
+// notify-reload protocol is about.
+func (s *Systemd) Next(t testing.TB) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		if s.next < len(s.msgs) {
+			m := s.msgs[s.next]
+			s.next++
+			s.mu.Unlock()
+			return strings.Split(strings.TrimSuffix(m, "\n"), "\n")
+		}
+		s.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("no notification within 5s")
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Pending is the datagrams Next has not returned yet.
+func (s *Systemd) Pending() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.msgs[s.next:]...)
 }
